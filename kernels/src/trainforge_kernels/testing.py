@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from trainforge_kernels._dispatch import interpret_mode, triton_available
 
 
 def needs_interpreter_reason() -> str | None:
-    """Why a Triton-on-CPU test cannot run here, or None when it can."""
+    """Why a Triton-on-CPU test cannot run here, or None when it can.
+
+    With ``TRAINFORGE_REQUIRE_INTERPRETER=1`` (the kernels_interpret nox session) a reason
+    is an error instead, so that session cannot pass by skipping every kernel test.
+    """
+    reason = None
     if not triton_available():
-        return "Triton is not installed"
-    if not interpret_mode() and not torch.cuda.is_available():
-        return "needs TRITON_INTERPRET=1 (the kernels_interpret nox session) or a CUDA device"
-    return None
+        reason = "Triton is not installed"
+    elif not interpret_mode() and not torch.cuda.is_available():
+        reason = "needs TRITON_INTERPRET=1 (the kernels_interpret nox session) or a CUDA device"
+    if reason and os.environ.get("TRAINFORGE_REQUIRE_INTERPRETER") == "1":
+        raise RuntimeError(f"Triton kernel tests cannot run: {reason}")
+    return reason
 
 
 def poisoned_like(t: torch.Tensor) -> torch.Tensor:

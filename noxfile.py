@@ -1,0 +1,193 @@
+"""The test matrix. `uv run nox` runs every default session; members are discovered from
+the workspace (root pyproject `[tool.uv.workspace] members`), so adding a package needs no
+edit here.
+
+- lint: ruff check + format check.
+- tests(package): each member alone, installed from the lock with only its own declared
+  dependencies and its `test` group, so an undeclared dependency fails.
+- tests_all: every member plus integration_tests/ in one environment (not-slow tests).
+- kernels_interpret: the Triton kernels against their torch references on CPU
+  (TRITON_INTERPRET=1).
+- wheels: build every member without workspace sources, install each technique from the
+  wheels into a clean venv, import it and run `trainforge demo <slug> --quick`.
+- release_check: versions, changelog heads and internal version ranges agree.
+Optional: typecheck(package), gpu.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import shutil
+import time
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+EXCLUDE_NEWER = PYPROJECT["tool"]["uv"]["exclude-newer"]
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "release_check", "tests", "tests_all", "kernels_interpret", "wheels"]
+
+
+def _members() -> dict[str, Path]:
+    """Distribution name -> folder, for every workspace member."""
+    found = {}
+    for pattern in PYPROJECT["tool"]["uv"]["workspace"]["members"]:
+        for folder in sorted(glob.glob(str(ROOT / pattern))):
+            pyproject = Path(folder) / "pyproject.toml"
+            if pyproject.exists():
+                found[tomllib.loads(pyproject.read_text())["project"]["name"]] = Path(folder)
+    return found
+
+
+MEMBERS = _members()
+TECHNIQUES = {name: path for name, path in MEMBERS.items() if path.parent.name == "packages"}
+
+
+def _timed(fn):
+    """Print how long the session took (the CI log keeps per-session times)."""
+
+    @functools.wraps(fn)
+    def wrapper(session: nox.Session, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(session, *args, **kwargs)
+        finally:
+            session.log(f"session time: {time.perf_counter() - start:.1f}s")
+
+    return wrapper
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """`uv sync --frozen` into this session's venv (the lock is made by `uv run nox`)."""
+    session.run_install(
+        "uv", "sync", "--frozen", "--no-default-groups", *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
+
+
+def _pytest_exit_ok(session: nox.Session, *args: str, **kwargs) -> None:
+    # pytest exits 5 when it collects nothing (e.g. every test is GPU-only).
+    session.run("pytest", *args, success_codes=[0, 5], **kwargs)
+
+
+@nox.session
+@_timed
+def lint(session: nox.Session) -> None:
+    _sync(session, "--only-group", "dev")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+@nox.parametrize("package", list(MEMBERS))
+@_timed
+def tests(session: nox.Session, package: str) -> None:
+    _sync(session, "--package", package, "--group", "test")
+    _pytest_exit_ok(session, str(MEMBERS[package].relative_to(ROOT) / "tests"), "-q",
+                    *session.posargs)
+
+
+@nox.session
+@_timed
+def tests_all(session: nox.Session) -> None:
+    _sync(session, "--all-packages", "--all-groups")
+    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
+    session.run("pytest", *test_dirs, "integration_tests", "--import-mode=importlib",
+                "-m", "not slow", "-q", *session.posargs)
+
+
+@nox.session
+@_timed
+def kernels_interpret(session: nox.Session) -> None:
+    _sync(session, "--package", "trainforge-kernels", "--group", "test")
+    session.run("pytest", "kernels/tests", "-q", *session.posargs,
+                env={"TRITON_INTERPRET": "1", "TRAINFORGE_REQUIRE_INTERPRETER": "1"})
+
+
+@nox.session
+@_timed
+def wheels(session: nox.Session) -> None:
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("uv", "build", "--all-packages", "--no-sources", "-o", str(dist), "-q",
+                external=True)
+
+    def wheel(name: str) -> str:
+        (path,) = dist.glob(name.replace("-", "_") + "-*.whl")
+        return str(path)
+
+    base = [wheel("trainforge-core"), wheel("trainforge-kernels")]
+    tmp = Path(session.create_tmp())
+    for name in TECHNIQUES:
+        slug = name.removeprefix("trainforge-")
+        venv = tmp / f"wheel-{slug}"
+        shutil.rmtree(venv, ignore_errors=True)
+        session.run("uv", "venv", "-q", str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        # Trainforge packages come from the built wheels only (named by path); third-party
+        # dependencies resolve as a user's pip would, pinned by the workspace's date.
+        session.run("uv", "pip", "install", "-q", "--python", python,
+                    "--exclude-newer", EXCLUDE_NEWER, *base, wheel(name), external=True)
+        module = name.replace("-", "_")
+        session.run(python, "-c", f"import {module}; print({module}.__version__)",
+                    external=True)
+        session.run(str(venv / "bin" / "trainforge"), "demo", slug, "--quick",
+                    "--out", str(tmp / f"demo-{slug}"), external=True,
+                    env={"TQDM_DISABLE": "1"})
+
+
+@nox.session(venv_backend="none")
+@_timed
+def release_check(session: nox.Session) -> None:
+    from packaging.requirements import Requirement
+
+    versions = {n: tomllib.loads((p / "pyproject.toml").read_text())["project"]["version"]
+                for n, p in MEMBERS.items()}
+    problems = []
+    for name, path in MEMBERS.items():
+        project = tomllib.loads((path / "pyproject.toml").read_text())["project"]
+        changelog = path / "CHANGELOG.md"
+        heads = re.findall(r"^## \[([^\]]+)\]", changelog.read_text(), re.M) if changelog.exists() else []
+        released = [h for h in heads if h.lower() != "unreleased"]
+        if not released or released[0] != versions[name]:
+            problems.append(f"{name}: version {versions[name]} is not the top CHANGELOG entry "
+                            f"({released[0] if released else 'none'})")
+        for text in project.get("dependencies", []):
+            req = Requirement(text)
+            if req.name in versions and not req.specifier.contains(versions[req.name]):
+                problems.append(f"{name}: requires {req} but {req.name} is {versions[req.name]}")
+        for text in ("readme", "license", "requires-python", "description"):
+            if text not in project:
+                problems.append(f"{name}: pyproject has no {text!r}")
+    for problem in problems:
+        session.warn(problem)
+    if problems:
+        session.error(f"{len(problems)} release problem(s)")
+    session.log(f"{len(MEMBERS)} members consistent: " +
+                ", ".join(f"{n} {v}" for n, v in versions.items()))
+
+
+@nox.session(default=False)
+@nox.parametrize("package", list(MEMBERS))
+@_timed
+def typecheck(session: nox.Session, package: str) -> None:
+    _sync(session, "--package", package, "--group", "test")
+    session.install("mypy")
+    session.run("mypy", str(MEMBERS[package].relative_to(ROOT) / "src"))
+
+
+@nox.session(default=False)
+@_timed
+def gpu(session: nox.Session) -> None:
+    _sync(session, "--all-packages", "--all-groups")
+    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
+    session.run("pytest", *test_dirs, "--import-mode=importlib", "-m", "gpu", "-q",
+                env={"TRAINFORGE_KERNELS": os.environ.get("TRAINFORGE_KERNELS", "auto")})

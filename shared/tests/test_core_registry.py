@@ -1,0 +1,72 @@
+import pytest
+
+from trainforge_core import Paper, Technique, UnknownTechniqueError, get_technique
+from trainforge_core.registry import available_techniques
+from trainforge_core.testing import check_technique
+
+
+def test_registered_technique_is_found(toy_registered):
+    assert available_techniques() == {"toy-method": toy_registered}
+    assert get_technique("toy-method") is toy_registered
+
+
+def test_unknown_slug_suggests_close_names(toy_registered):
+    with pytest.raises(UnknownTechniqueError, match="Did you mean: toy-method"):
+        get_technique("toy-methd")
+    with pytest.raises(UnknownTechniqueError, match="Installed: toy-method"):
+        get_technique("gptq")
+    with pytest.raises(UnknownTechniqueError, match="non-empty string"):
+        get_technique("")
+
+
+def test_run_demo_validates_and_saves(toy_registered, tmp_path):
+    report = toy_registered.run_demo(quick=True, out_dir=tmp_path / "o", seed=2)
+    assert report.details == {"quick": True, "seed": 2}
+    assert (tmp_path / "o" / "report.json").exists()
+    with pytest.raises(ValueError, match="seed"):
+        toy_registered.run_demo(seed=-1)
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        toy_registered.run_demo(out_dir=tmp_path / "f")
+
+
+def test_conformance_check_passes_for_toy(toy_registered, tmp_path):
+    report = check_technique("toy-method", tmp_path)
+    assert report is not None and report.rows
+
+
+def test_conformance_check_fails_for_bad_demo(toy_registered, monkeypatch, tmp_path):
+    from trainforge_core.report import DemoReport
+
+    bad = Technique(toy_registered.slug, "T", "S", toy_registered.paper,
+                    lambda q, o, s: DemoReport("toy-method", "claim"), "trainforge-core")
+    monkeypatch.setattr("trainforge_core.testing.get_technique", lambda slug: bad)
+    with pytest.raises(AssertionError, match="no rows"):
+        check_technique("toy-method", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [("slug", "Bad Slug", ValueError), ("title", "", ValueError), ("demo", 3, TypeError)],
+)
+def test_bad_technique_metadata(toy_registered, field, value, error):
+    kwargs = {"slug": "ok", "title": "T", "summary": "S", "paper": toy_registered.paper,
+              "demo": toy_registered.demo, "distribution": "trainforge-core", field: value}
+    with pytest.raises(error):
+        Technique(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"year": 1800}, "year"), ({"arxiv": "abc"}, "arxiv"), ({"title": ""}, "title")],
+)
+def test_bad_paper(kwargs, match):
+    base = {"title": "T", "authors": "A", "year": 2023, "arxiv": "2305.14342"}
+    with pytest.raises(ValueError, match=match):
+        Paper(**{**base, **kwargs})
+
+
+def test_demo_must_return_report(toy_registered):
+    bad = Technique("bad", "T", "S", toy_registered.paper, lambda q, o, s: {}, "trainforge-core")
+    with pytest.raises(TypeError, match="not DemoReport"):
+        bad.run_demo()

@@ -33,7 +33,14 @@ EXCLUDE_NEWER = PYPROJECT["tool"]["uv"]["exclude-newer"]
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "release_check", "tests", "tests_all", "kernels_interpret", "wheels"]
+nox.options.sessions = [
+    "lint",
+    "release_check",
+    "tests",
+    "tests_all",
+    "kernels_interpret",
+    "wheels",
+]
 
 
 def _members() -> dict[str, Path]:
@@ -68,7 +75,12 @@ def _timed(fn):
 def _sync(session: nox.Session, *args: str) -> None:
     """`uv sync --frozen` into this session's venv (the lock is made by `uv run nox`)."""
     session.run_install(
-        "uv", "sync", "--frozen", "--no-default-groups", *args,
+        "uv",
+        "sync",
+        "--frozen",
+        "--quiet",
+        "--no-default-groups",
+        *args,
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
 
@@ -91,8 +103,9 @@ def lint(session: nox.Session) -> None:
 @_timed
 def tests(session: nox.Session, package: str) -> None:
     _sync(session, "--package", package, "--group", "test")
-    _pytest_exit_ok(session, str(MEMBERS[package].relative_to(ROOT) / "tests"), "-q",
-                    *session.posargs)
+    _pytest_exit_ok(
+        session, str(MEMBERS[package].relative_to(ROOT) / "tests"), "-q", *session.posargs
+    )
 
 
 @nox.session
@@ -100,16 +113,29 @@ def tests(session: nox.Session, package: str) -> None:
 def tests_all(session: nox.Session) -> None:
     _sync(session, "--all-packages", "--all-groups")
     test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
-    session.run("pytest", *test_dirs, "integration_tests", "--import-mode=importlib",
-                "-m", "not slow", "-q", *session.posargs)
+    session.run(
+        "pytest",
+        *test_dirs,
+        "integration_tests",
+        "--import-mode=importlib",
+        "-m",
+        "not slow",
+        "-q",
+        *session.posargs,
+    )
 
 
 @nox.session
 @_timed
 def kernels_interpret(session: nox.Session) -> None:
     _sync(session, "--package", "trainforge-kernels", "--group", "test")
-    session.run("pytest", "kernels/tests", "-q", *session.posargs,
-                env={"TRITON_INTERPRET": "1", "TRAINFORGE_REQUIRE_INTERPRETER": "1"})
+    session.run(
+        "pytest",
+        "kernels/tests",
+        "-q",
+        *session.posargs,
+        env={"TRITON_INTERPRET": "1", "TRAINFORGE_REQUIRE_INTERPRETER": "1"},
+    )
 
 
 @nox.session
@@ -117,8 +143,9 @@ def kernels_interpret(session: nox.Session) -> None:
 def wheels(session: nox.Session) -> None:
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
-    session.run("uv", "build", "--all-packages", "--no-sources", "-o", str(dist), "-q",
-                external=True)
+    session.run(
+        "uv", "build", "--all-packages", "--no-sources", "-o", str(dist), "-q", external=True
+    )
 
     def wheel(name: str) -> str:
         (path,) = dist.glob(name.replace("-", "_") + "-*.whl")
@@ -134,14 +161,31 @@ def wheels(session: nox.Session) -> None:
         python = str(venv / "bin" / "python")
         # Trainforge packages come from the built wheels only (named by path); third-party
         # dependencies resolve as a user's pip would, pinned by the workspace's date.
-        session.run("uv", "pip", "install", "-q", "--python", python,
-                    "--exclude-newer", EXCLUDE_NEWER, *base, wheel(name), external=True)
+        session.run(
+            "uv",
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            python,
+            "--exclude-newer",
+            EXCLUDE_NEWER,
+            *base,
+            wheel(name),
+            external=True,
+        )
         module = name.replace("-", "_")
-        session.run(python, "-c", f"import {module}; print({module}.__version__)",
-                    external=True)
-        session.run(str(venv / "bin" / "trainforge"), "demo", slug, "--quick",
-                    "--out", str(tmp / f"demo-{slug}"), external=True,
-                    env={"TQDM_DISABLE": "1"})
+        session.run(python, "-c", f"import {module}; print({module}.__version__)", external=True)
+        session.run(
+            str(venv / "bin" / "trainforge"),
+            "demo",
+            slug,
+            "--quick",
+            "--out",
+            str(tmp / f"demo-{slug}"),
+            external=True,
+            env={"TQDM_DISABLE": "1"},
+        )
 
 
 @nox.session(venv_backend="none")
@@ -149,17 +193,25 @@ def wheels(session: nox.Session) -> None:
 def release_check(session: nox.Session) -> None:
     from packaging.requirements import Requirement
 
-    versions = {n: tomllib.loads((p / "pyproject.toml").read_text())["project"]["version"]
-                for n, p in MEMBERS.items()}
+    versions = {
+        n: tomllib.loads((p / "pyproject.toml").read_text())["project"]["version"]
+        for n, p in MEMBERS.items()
+    }
     problems = []
     for name, path in MEMBERS.items():
         project = tomllib.loads((path / "pyproject.toml").read_text())["project"]
         changelog = path / "CHANGELOG.md"
-        heads = re.findall(r"^## \[([^\]]+)\]", changelog.read_text(), re.M) if changelog.exists() else []
+        heads = (
+            re.findall(r"^## \[([^\]]+)\]", changelog.read_text(), re.M)
+            if changelog.exists()
+            else []
+        )
         released = [h for h in heads if h.lower() != "unreleased"]
         if not released or released[0] != versions[name]:
-            problems.append(f"{name}: version {versions[name]} is not the top CHANGELOG entry "
-                            f"({released[0] if released else 'none'})")
+            problems.append(
+                f"{name}: version {versions[name]} is not the top CHANGELOG entry "
+                f"({released[0] if released else 'none'})"
+            )
         for text in project.get("dependencies", []):
             req = Requirement(text)
             if req.name in versions and not req.specifier.contains(versions[req.name]):
@@ -171,8 +223,9 @@ def release_check(session: nox.Session) -> None:
         session.warn(problem)
     if problems:
         session.error(f"{len(problems)} release problem(s)")
-    session.log(f"{len(MEMBERS)} members consistent: " +
-                ", ".join(f"{n} {v}" for n, v in versions.items()))
+    session.log(
+        f"{len(MEMBERS)} members consistent: " + ", ".join(f"{n} {v}" for n, v in versions.items())
+    )
 
 
 @nox.session(default=False)
@@ -189,5 +242,12 @@ def typecheck(session: nox.Session, package: str) -> None:
 def gpu(session: nox.Session) -> None:
     _sync(session, "--all-packages", "--all-groups")
     test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
-    session.run("pytest", *test_dirs, "--import-mode=importlib", "-m", "gpu", "-q",
-                env={"TRAINFORGE_KERNELS": os.environ.get("TRAINFORGE_KERNELS", "auto")})
+    session.run(
+        "pytest",
+        *test_dirs,
+        "--import-mode=importlib",
+        "-m",
+        "gpu",
+        "-q",
+        env={"TRAINFORGE_KERNELS": os.environ.get("TRAINFORGE_KERNELS", "auto")},
+    )

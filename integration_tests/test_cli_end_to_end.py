@@ -21,10 +21,11 @@ TRAINFORGE = shutil.which("trainforge") or "trainforge"
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    proc = subprocess.run([TRAINFORGE, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run([TRAINFORGE, *args], capture_output=True, text=True, env=env, timeout=300)
     if check and proc.returncode != 0:
-        raise AssertionError(f"trainforge {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        raise AssertionError(
+            f"trainforge {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+        )
     return proc
 
 
@@ -79,6 +80,10 @@ def test_bad_arguments_are_usage_errors():
 
 
 def test_module_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "trainforge_core.cli", "list"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainforge_core.cli", "list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0

@@ -38,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print("kernels/benchmarks/run.py needs a CUDA GPU", file=sys.stderr)
         return 2
     device = torch.device("cuda")
-    print(f"{datetime.date.today()} · {torch.cuda.get_device_name(0)} · torch {torch.__version__}"
-          f" · triton {trainforge_kernels.triton_version()} · python {platform.python_version()}\n")
-    print("| op | shape | max abs err | ok | triton ms | torch ms | speed-up | roofline ms | % of roofline |")
+    print(
+        f"{datetime.date.today()} · {torch.cuda.get_device_name(0)} · torch {torch.__version__}"
+        f" · triton {trainforge_kernels.triton_version()} · python {platform.python_version()}\n"
+    )
+    print(
+        "| op | shape | max abs err | ok | triton ms | torch ms | speed-up | roofline ms "
+        "| % of roofline |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     failures = 0
     for info in trainforge_kernels.kernels().values():
@@ -48,16 +53,28 @@ def main(argv: list[str] | None = None) -> int:
             inputs = case.make(device)
             got = _as_tuple(case.triton_fn(*inputs))
             want = _as_tuple(case.torch_fn(*inputs))
-            err = max(float((g.float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True))
-            ok = all(torch.allclose(g.float(), w.float(), atol=case.atol, rtol=case.rtol)
-                     for g, w in zip(got, want, strict=True))
+            err = max(
+                float((g.float() - w.float()).abs().max()) for g, w in zip(got, want, strict=True)
+            )
+            ok = all(
+                torch.allclose(g.float(), w.float(), atol=case.atol, rtol=case.rtol)
+                for g, w in zip(got, want, strict=True)
+            )
             failures += not ok
-            t_triton = median_time(lambda: case.triton_fn(*inputs), repeats=args.repeats, device=device).median
-            t_torch = median_time(lambda: case.torch_fn(*inputs), repeats=args.repeats, device=device).median
-            roof = max(case.bytes_moved / (args.peak_gbs * 1e9), case.flops / (args.peak_tflops * 1e12))
-            print(f"| {case.op} | {case.shape} | {err:.2e} | {'yes' if ok else 'NO'} | "
-                  f"{t_triton * 1e3:.3f} | {t_torch * 1e3:.3f} | {t_torch / t_triton:.2f}x | "
-                  f"{roof * 1e3:.3f} | {100 * roof / t_triton:.0f}% |")
+            t_triton = median_time(
+                lambda c=case, x=inputs: c.triton_fn(*x), repeats=args.repeats, device=device
+            ).median
+            t_torch = median_time(
+                lambda c=case, x=inputs: c.torch_fn(*x), repeats=args.repeats, device=device
+            ).median
+            roof = max(
+                case.bytes_moved / (args.peak_gbs * 1e9), case.flops / (args.peak_tflops * 1e12)
+            )
+            print(
+                f"| {case.op} | {case.shape} | {err:.2e} | {'yes' if ok else 'NO'} | "
+                f"{t_triton * 1e3:.3f} | {t_torch * 1e3:.3f} | {t_torch / t_triton:.2f}x | "
+                f"{roof * 1e3:.3f} | {100 * roof / t_triton:.0f}% |"
+            )
     return 1 if failures else 0
 
 

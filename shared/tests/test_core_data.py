@@ -60,8 +60,9 @@ def test_lm_data_batches():
     assert all(torch.equal(a, b) for a, b in zip(evals, d.eval_batches(8, 64, 3), strict=True))
 
 
-@pytest.mark.parametrize(("b", "s", "match"), [(0, 8, "batch_size"), (2, -1, "seq_len"),
-                                               (2, 10**7, "does not fit")])
+@pytest.mark.parametrize(
+    ("b", "s", "match"), [(0, 8, "batch_size"), (2, -1, "seq_len"), (2, 10**7, "does not fit")]
+)
 def test_lm_data_bad_windows(b, s, match):
     with pytest.raises(ValueError, match=match):
         data.kjv_lm_data(2048).sample_batch(b, s)

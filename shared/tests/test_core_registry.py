@@ -38,8 +38,14 @@ def test_conformance_check_passes_for_toy(toy_registered, tmp_path):
 def test_conformance_check_fails_for_bad_demo(toy_registered, monkeypatch, tmp_path):
     from trainforge_core.report import DemoReport
 
-    bad = Technique(toy_registered.slug, "T", "S", toy_registered.paper,
-                    lambda q, o, s: DemoReport("toy-method", "claim"), "trainforge-core")
+    bad = Technique(
+        toy_registered.slug,
+        "T",
+        "S",
+        toy_registered.paper,
+        lambda q, o, s: DemoReport("toy-method", "claim"),
+        "trainforge-core",
+    )
     monkeypatch.setattr("trainforge_core.testing.get_technique", lambda slug: bad)
     with pytest.raises(AssertionError, match="no rows"):
         check_technique("toy-method", tmp_path)
@@ -50,8 +56,15 @@ def test_conformance_check_fails_for_bad_demo(toy_registered, monkeypatch, tmp_p
     [("slug", "Bad Slug", ValueError), ("title", "", ValueError), ("demo", 3, TypeError)],
 )
 def test_bad_technique_metadata(toy_registered, field, value, error):
-    kwargs = {"slug": "ok", "title": "T", "summary": "S", "paper": toy_registered.paper,
-              "demo": toy_registered.demo, "distribution": "trainforge-core", field: value}
+    kwargs = {
+        "slug": "ok",
+        "title": "T",
+        "summary": "S",
+        "paper": toy_registered.paper,
+        "demo": toy_registered.demo,
+        "distribution": "trainforge-core",
+        field: value,
+    }
     with pytest.raises(error):
         Technique(**kwargs)
 

@@ -32,8 +32,13 @@ def test_save_writes_json_and_plot(tmp_path):
     r.add_curve("AdamW", [0, 1], [3.0, 2.9])
     written = r.save(tmp_path / "out")
     data = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert data["rows"][0] == {"metric": "loss", "baseline": 3.0, "technique": 2.5,
-                               "unit": "nats", "better": "lower"}
+    assert data["rows"][0] == {
+        "metric": "loss",
+        "baseline": 3.0,
+        "technique": 2.5,
+        "unit": "nats",
+        "better": "lower",
+    }
     assert "torch" in data["environment"]
     png = tmp_path / "out" / "curves.png"
     assert png in written and png.read_bytes()[:4] == b"\x89PNG"

@@ -18,14 +18,19 @@ class Wrapped(nn.Module):
 
 def model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2)))
+    return nn.Sequential(
+        nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+    )
 
 
 def test_replaces_matching_modules_once_and_reports():
     m = model()
     x = torch.randn(3, 4)
-    done = replace_modules(m, lambda n, mod: isinstance(mod, nn.Linear) and n.startswith("2."),
-                           lambda n, mod: Wrapped(mod))
+    done = replace_modules(
+        m,
+        lambda n, mod: isinstance(mod, nn.Linear) and n.startswith("2."),
+        lambda n, mod: Wrapped(mod),
+    )
     assert [r.name for r in done] == ["2.0", "2.1"]
     assert {(r.old, r.new) for r in done} == {("Linear", "Wrapped")}
     assert isinstance(m[2][0], Wrapped) and isinstance(m[2][0].inner, nn.Linear)

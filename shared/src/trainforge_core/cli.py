@@ -55,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run a technique's miniature experiment on real data")
     demo.add_argument("slug")
     demo.add_argument("--quick", action="store_true", help="a smaller run (seconds, for tests)")
-    demo.add_argument("--out", type=_output_dir, default=None, metavar="DIR",
-                      help="write report.json (and curves.png) here")
+    demo.add_argument(
+        "--out",
+        type=_output_dir,
+        default=None,
+        metavar="DIR",
+        help="write report.json (and curves.png) here",
+    )
     demo.add_argument("--seed", type=_non_negative_int, default=0, metavar="N")
     sub.add_parser("doctor", help="torch, triton, CUDA, kernel backends, data packages")
     return parser
@@ -69,7 +74,8 @@ def cmd_list() -> int:
         return EXIT_OK
     width = max(len(s) for s in techniques)
     for slug, t in techniques.items():
-        print(f"{slug.ljust(width)}  {t.version:<8}  {t.title}  ({t.paper.year}, arXiv:{t.paper.arxiv})")
+        paper = f"({t.paper.year}, arXiv:{t.paper.arxiv})"
+        print(f"{slug.ljust(width)}  {t.version:<8}  {t.title}  {paper}")
     return EXIT_OK
 
 
@@ -123,8 +129,10 @@ def cmd_doctor() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "list":
             return cmd_list()

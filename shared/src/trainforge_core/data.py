@@ -65,15 +65,19 @@ def kjv_documents() -> tuple[Document, ...]:
     assert spec is not None and spec.submodule_search_locations is not None
     db = Path(next(iter(spec.submodule_search_locations))) / "DATA" / "Bible.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-        names = {(t, b): name for t, b, name in con.execute(
-            "SELECT TestamentID, BookID, ShortName FROM Books")}
+        names = {
+            (t, b): name
+            for t, b, name in con.execute("SELECT TestamentID, BookID, ShortName FROM Books")
+        }
         rows = con.execute(
             "SELECT TestamentID, BookID, ChapterID, Passage1 FROM Bible "
-            "ORDER BY TestamentID, BookID, ChapterID, VerseID").fetchall()
+            "ORDER BY TestamentID, BookID, ChapterID, VerseID"
+        ).fetchall()
     chapters: dict[tuple[int, int, int], list[str]] = {}
     for testament, book, chapter, passage in rows:
         chapters.setdefault((testament, book, chapter), []).append(
-            _VERSE_NUMBER.sub("", passage).strip())
+            _VERSE_NUMBER.sub("", passage).strip()
+        )
     return tuple(
         Document(names[(t, b)], c, "Old" if t == 1 else "New", " ".join(verses))
         for (t, b, c), verses in chapters.items()
@@ -195,7 +199,8 @@ def _check_window(batch_size: int, seq_len: int, available: int) -> None:
         raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
     if seq_len * batch_size >= available:
         raise ValueError(
-            f"batch_size * seq_len = {batch_size * seq_len} tokens does not fit in {available}")
+            f"batch_size * seq_len = {batch_size * seq_len} tokens does not fit in {available}"
+        )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -205,21 +210,38 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 # -- time series: NREL TMY3 hourly weather inside pvlib ------------------------------------
-TMY3_CHANNELS = ("ghi", "dni", "dhi", "temp_air", "temp_dew", "relative_humidity",
-                 "pressure", "wind_speed")
+TMY3_CHANNELS = (
+    "ghi",
+    "dni",
+    "dhi",
+    "temp_air",
+    "temp_dew",
+    "relative_humidity",
+    "pressure",
+    "wind_speed",
+)
 # pvlib's names (map_variables=True) for the TMY3 header fields.
-_TMY3_COLUMNS = {"ghi": "GHI (W/m^2)", "dni": "DNI (W/m^2)", "dhi": "DHI (W/m^2)",
-                 "temp_air": "Dry-bulb (C)", "temp_dew": "Dew-point (C)",
-                 "relative_humidity": "RHum (%)", "pressure": "Pressure (mbar)",
-                 "wind_speed": "Wspd (m/s)"}
+_TMY3_COLUMNS = {
+    "ghi": "GHI (W/m^2)",
+    "dni": "DNI (W/m^2)",
+    "dhi": "DHI (W/m^2)",
+    "temp_air": "Dry-bulb (C)",
+    "temp_dew": "Dew-point (C)",
+    "relative_humidity": "RHum (%)",
+    "pressure": "Pressure (mbar)",
+    "wind_speed": "Wspd (m/s)",
+}
 
 
 def tmy3_stations() -> list[str]:
     """Names of the TMY3 files pvlib ships (e.g. ``"723170TYA"``, Greensboro NC)."""
     require("pvlib", extra="timeseries")
     root = importlib.resources.files("pvlib") / "data"
-    return sorted(p.name.rsplit(".", 1)[0] for p in root.iterdir()
-                  if re.fullmatch(r"\d{6}TYA?\.csv", p.name, flags=re.IGNORECASE))
+    return sorted(
+        p.name.rsplit(".", 1)[0]
+        for p in root.iterdir()
+        if re.fullmatch(r"\d{6}TYA?\.csv", p.name, flags=re.IGNORECASE)
+    )
 
 
 def load_tmy3(station: str = "723170TYA") -> tuple[np.ndarray, list[str]]:

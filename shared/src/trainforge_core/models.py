@@ -25,16 +25,22 @@ def tiny_llama_config(
     ``intermediate_size`` defaults to the Llama ratio 8/3 * hidden rounded up to 32.
     """
     transformers = require("transformers", extra="lm")
-    for name, value in {"vocab_size": vocab_size, "hidden_size": hidden_size,
-                        "num_layers": num_layers, "num_heads": num_heads,
-                        "max_position_embeddings": max_position_embeddings}.items():
+    for name, value in {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "max_position_embeddings": max_position_embeddings,
+    }.items():
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
     kv = num_heads if num_kv_heads is None else num_kv_heads
     if kv <= 0 or num_heads % kv:
-        raise ValueError(f"num_kv_heads={num_kv_heads} must be positive and divide num_heads={num_heads}")
+        raise ValueError(
+            f"num_kv_heads={num_kv_heads} must be positive and divide num_heads={num_heads}"
+        )
     if intermediate_size is None:
         intermediate_size = -(-int(hidden_size * 8 / 3) // 32) * 32
     return transformers.LlamaConfig(

@@ -26,8 +26,12 @@ def available_techniques() -> dict[str, Technique]:
             log.error("entry point %r is a %s, not a Technique", ep.value, type(technique).__name__)
             continue
         if technique.slug != ep.name:
-            log.error("entry point %r names slug %r but the Technique says %r",
-                      ep.value, ep.name, technique.slug)
+            log.error(
+                "entry point %r names slug %r but the Technique says %r",
+                ep.value,
+                ep.name,
+                technique.slug,
+            )
             continue
         found[technique.slug] = technique
     return dict(sorted(found.items()))

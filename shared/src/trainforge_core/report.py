@@ -98,7 +98,9 @@ class DemoReport:
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"curve {label!r}: x has {len(x)} points but y has {len(y)}")
-        self.curves.append(Curve(label, [float(v) for v in x], [float(v) for v in y], panel, xlabel))
+        self.curves.append(
+            Curve(label, [float(v) for v in x], [float(v) for v in y], panel, xlabel)
+        )
 
     # -- presentation -------------------------------------------------------------------
     def table(self) -> str:

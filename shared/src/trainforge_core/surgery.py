@@ -52,8 +52,9 @@ def replace_modules(
         setattr(parent, child, new)
         done.append(Replacement(name, type(old).__name__, type(new).__name__))
     if not done:
-        warnings.warn(f"{what}: no module matched; the model is unchanged",
-                      NoEffectWarning, stacklevel=2)
+        warnings.warn(
+            f"{what}: no module matched; the model is unchanged", NoEffectWarning, stacklevel=2
+        )
     return done
 
 

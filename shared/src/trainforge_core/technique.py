@@ -56,7 +56,9 @@ class Technique:
 
     def __post_init__(self) -> None:
         if not _SLUG.match(self.slug):
-            raise ValueError(f"Technique.slug must be lowercase words joined by '-', got {self.slug!r}")
+            raise ValueError(
+                f"Technique.slug must be lowercase words joined by '-', got {self.slug!r}"
+            )
         if not self.title or not self.summary:
             raise ValueError(f"Technique {self.slug!r}: title and summary must be non-empty")
         if not callable(self.demo):
@@ -81,7 +83,9 @@ class Technique:
             raise NotADirectoryError(f"out_dir={str(out)!r} exists and is not a directory")
         report = self.demo(bool(quick), out, seed)
         if not isinstance(report, DemoReport):
-            raise TypeError(f"demo of {self.slug!r} returned {type(report).__name__}, not DemoReport")
+            raise TypeError(
+                f"demo of {self.slug!r} returned {type(report).__name__}, not DemoReport"
+            )
         report.details.setdefault("quick", bool(quick))
         report.details.setdefault("seed", seed)
         if out is not None:

@@ -22,7 +22,9 @@ def check_technique(slug: str, tmp_dir: str | Path, *, run_demo: bool = True) ->
     """
     technique = get_technique(slug)
     assert isinstance(technique, Technique)
-    assert technique.version != "unknown", f"{slug}: distribution {technique.distribution!r} is not installed"
+    assert technique.version != "unknown", (
+        f"{slug}: distribution {technique.distribution!r} is not installed"
+    )
     assert technique.paper.title and technique.paper.authors, f"{slug}: paper metadata incomplete"
     if not run_demo:
         return None
@@ -30,7 +32,9 @@ def check_technique(slug: str, tmp_dir: str | Path, *, run_demo: bool = True) ->
     start = time.perf_counter()
     report = technique.run_demo(quick=True, out_dir=out, seed=0)
     elapsed = time.perf_counter() - start
-    assert elapsed < QUICK_DEMO_SECONDS, f"{slug}: quick demo took {elapsed:.1f}s (limit {QUICK_DEMO_SECONDS}s)"
+    assert elapsed < QUICK_DEMO_SECONDS, (
+        f"{slug}: quick demo took {elapsed:.1f}s (limit {QUICK_DEMO_SECONDS}s)"
+    )
     assert report.slug == slug, f"{slug}: report.slug is {report.slug!r}"
     assert report.claim, f"{slug}: report has no claim"
     assert report.rows, f"{slug}: report has no rows"

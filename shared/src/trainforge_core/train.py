@@ -42,13 +42,21 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.warmup_steps, int) or not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"TrainConfig.warmup_steps must be in [0, steps], got {self.warmup_steps!r}")
+            raise ValueError(
+                f"TrainConfig.warmup_steps must be in [0, steps], got {self.warmup_steps!r}"
+            )
         if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+            raise ValueError(
+                f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}"
+            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+            raise ValueError(
+                f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}"
+            )
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}")
+            raise ValueError(
+                f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip!r}"
+            )
 
 
 @dataclass
@@ -71,8 +79,9 @@ class TrainResult:
 
     def steps_to_reach(self, target: float) -> int | None:
         """First eval step whose held-out loss is <= ``target`` (None if never)."""
-        return next((s for s, v in zip(self.eval_steps, self.eval_loss, strict=True)
-                     if v <= target), None)
+        return next(
+            (s for s, v in zip(self.eval_steps, self.eval_loss, strict=True) if v <= target), None
+        )
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
@@ -109,8 +118,10 @@ def evaluate_lm(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    losses = [float(loss_fn(model, b.to(device)))
-              for b in data.eval_batches(batch_size, seq_len, max_batches)]
+    losses = [
+        float(loss_fn(model, b.to(device)))
+        for b in data.eval_batches(batch_size, seq_len, max_batches)
+    ]
     model.train(was_training)
     return sum(losses) / len(losses)
 
@@ -119,7 +130,7 @@ def train_lm(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: LMData,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     *,
     loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = causal_lm_loss,
     after_backward: StepHook | None = None,
@@ -134,7 +145,9 @@ def train_lm(
     Held-out loss is measured every ``eval_every`` steps and after the last one.
     """
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
     generator = torch.Generator().manual_seed(config.seed)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     device = next(model.parameters()).device
@@ -160,8 +173,9 @@ def train_lm(
         result.step_time.append(time.perf_counter() - start)
         result.train_loss.append(loss.item())
         if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
-            held_out = evaluate_lm(model, data, config.seq_len, config.batch_size,
-                                   config.eval_batches, loss_fn)
+            held_out = evaluate_lm(
+                model, data, config.seq_len, config.batch_size, config.eval_batches, loss_fn
+            )
             result.eval_steps.append(step + 1)
             result.eval_loss.append(held_out)
             bar.set_postfix(loss=f"{loss.item():.3f}", eval=f"{held_out:.3f}")

@@ -108,21 +108,17 @@ def tests(session: nox.Session, package: str) -> None:
     )
 
 
+def _pytest_everything(session: nox.Session, *args: str, **kwargs) -> None:
+    """Every member's tests (plus ``args``) in one environment with all packages."""
+    _sync(session, "--all-packages", "--all-groups")
+    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
+    session.run("pytest", *test_dirs, "--import-mode=importlib", *args, **kwargs)
+
+
 @nox.session
 @_timed
 def tests_all(session: nox.Session) -> None:
-    _sync(session, "--all-packages", "--all-groups")
-    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
-    session.run(
-        "pytest",
-        *test_dirs,
-        "integration_tests",
-        "--import-mode=importlib",
-        "-m",
-        "not slow",
-        "-q",
-        *session.posargs,
-    )
+    _pytest_everything(session, "integration_tests", "-m", "not slow", "-q", *session.posargs)
 
 
 @nox.session
@@ -240,14 +236,4 @@ def typecheck(session: nox.Session, package: str) -> None:
 @nox.session(default=False)
 @_timed
 def gpu(session: nox.Session) -> None:
-    _sync(session, "--all-packages", "--all-groups")
-    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
-    session.run(
-        "pytest",
-        *test_dirs,
-        "--import-mode=importlib",
-        "-m",
-        "gpu",
-        "-q",
-        env={"TRAINFORGE_KERNELS": os.environ.get("TRAINFORGE_KERNELS", "auto")},
-    )
+    _pytest_everything(session, "-m", "gpu", "-q", *session.posargs)

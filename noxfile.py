@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import os
 import re
 import shutil
 import time

@@ -13,6 +13,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,21 +77,20 @@ def depth_plan(
             )
         g = DEFAULT_FACTOR if factor is None else factor
         n = num_layers * g
+        stacked = tuple(i % num_layers for i in range(n))
         if op == "stack":
-            sources = [i % num_layers for i in range(n)]
-            return DepthPlan(tuple(sources), (False,) * n, (False,) * n)
+            return DepthPlan(stacked, (False,) * n, (False,) * n)
         interleaved = [i // g for i in range(n)]
         if op == "interleave":
             return DepthPlan(tuple(interleaved), (False,) * n, (False,) * n)
         if op == "zero":
             return DepthPlan(tuple(interleaved), (False,) * n, tuple(i % g != 0 for i in range(n)))
-        sources = [i % num_layers for i in range(n)]
-        return DepthPlan(tuple(sources), tuple(i >= num_layers for i in range(n)), (False,) * n)
+        return DepthPlan(stacked, tuple(i >= num_layers for i in range(n)), (False,) * n)
     if isinstance(op, torch.Tensor | bytes) or not isinstance(op, Sequence):
         raise TypeError(
             f"op must be one of {DEPTH_OPS} or a sequence of layer indices, got {type(op).__name__}"
         )
-    sources = list(op)
+    sources: list[Any] = list(op)
     if not sources:
         raise ValueError("op: an explicit layer list must not be empty")
     bad = [s for s in sources if not isinstance(s, int) or isinstance(s, bool)]
@@ -189,6 +189,7 @@ def renumber_layers(model: nn.Module, layers_attr: str = "auto") -> int:
     path = find_layout(model, "auto").layers if layers_attr == "auto" else layers_attr
     changed = 0
     for i, block in enumerate(_get_layers(model, path)):
+        module: Any
         for module in block.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 changed += module.layer_idx != i
@@ -228,7 +229,7 @@ def _zero_outputs(block: nn.Module, layout: DecoderLayout) -> None:
                 param.zero_()
 
 
-def _update_config(config: object, plan: DepthPlan, num_layers: int) -> None:
+def _update_config(config: Any, plan: DepthPlan, num_layers: int) -> None:
     config.num_hidden_layers = len(plan)  # GPT-2 maps this onto n_layer
     layer_types = getattr(config, "layer_types", None)
     if isinstance(layer_types, list) and len(layer_types) == num_layers:

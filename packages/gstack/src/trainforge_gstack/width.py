@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,7 +92,7 @@ def grow_width(
         seed: RNG seed for the target's fresh initialisation and the split shares.
     """
     model = _check_model(model)
-    config = model.config
+    config: Any = model.config
     family = getattr(config, "model_type", None)
     if family not in _WIDTH_FAMILIES:
         raise ValueError(
@@ -173,7 +174,7 @@ def grow_width(
     return big
 
 
-def _tied(model: nn.Module) -> bool:
+def _tied(model: Any) -> bool:
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     return head is not None and embed is not None and head.weight is embed.weight
 

@@ -60,7 +60,24 @@ def neox(layers: int = 2) -> nn.Module:
     return transformers.GPTNeoXForCausalLM(cfg).eval()
 
 
-MAKERS = {"llama": llama, "gpt2": gpt2, "gpt_neox": neox}
+def mistral(layers: int = 2) -> nn.Module:
+    cfg = transformers.MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(0)
+    return transformers.MistralForCausalLM(cfg).eval()
+
+
+MAKERS = {"llama": llama, "gpt2": gpt2, "gpt_neox": neox, "mistral": mistral}
 
 
 def blocks(model: nn.Module) -> nn.ModuleList:
@@ -331,3 +348,32 @@ def test_explicit_layers_attr_grows_an_unlisted_decoder():
     assert len(big.encoder.layer) == 4 and big.config.num_hidden_layers == 4
     with pytest.raises(ValueError, match="output projections"):
         grow_depth(bert, 2, "zero", layers_attr="encoder.layer")
+
+
+def test_per_layer_types_follow_their_source_block(tmp_path):
+    """Qwen2 (not in LAYOUTS, grown through layers_attr) keeps a sliding/full type per layer."""
+    cfg = transformers.Qwen2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        use_sliding_window=True,
+        sliding_window=4,
+        layer_types=["full_attention", "sliding_attention"],
+    )
+    torch.manual_seed(0)
+    small = transformers.Qwen2ForCausalLM(cfg).eval()
+    big = grow_depth(small, 2, layers_attr="model.layers")
+    assert big.config.layer_types == ["full_attention", "sliding_attention"] * 2
+    assert [b.self_attn.sliding_window for b in big.model.layers] == [None, 4, None, 4]
+    x = tokens()
+    torch.testing.assert_close(incremental_logits(big, x), logits(big, x), atol=1e-5, rtol=1e-5)
+    big.save_pretrained(tmp_path)
+    again = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(logits(again, x), logits(big, x), atol=1e-6, rtol=0)

@@ -153,3 +153,24 @@ def test_width_rejects_unsupported_models():
         grow_width(gpt2, 64)
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         grow_width(None, 64)
+
+
+def test_mistral_width_growth_preserves_the_function():
+    cfg = transformers.MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    torch.manual_seed(0)
+    small = transformers.MistralForCausalLM(cfg).eval()
+    for op, hidden in (("split", 64), ("zero", 48)):
+        torch.testing.assert_close(
+            logits(grow_width(small, hidden, op), X), logits(small, X), atol=2e-5, rtol=0
+        )

@@ -13,11 +13,11 @@ import logging
 import warnings
 
 import torch
-from trainforge_gstack import grow_depth, grow_width
 
 from trainforge_core.bench import median_time
 from trainforge_core.models import tiny_llama
 from trainforge_core.surgery import count_parameters
+from trainforge_gstack import grow_depth, grow_width
 
 
 def main() -> None:

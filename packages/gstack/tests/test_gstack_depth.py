@@ -9,10 +9,10 @@ import pytest
 import torch
 import transformers
 from torch import nn
-from trainforge_gstack import GrowthWarning, depth_plan, find_layout, grow_depth, renumber_layers
 
 from trainforge_core.errors import NoEffectWarning
 from trainforge_core.models import tiny_llama
+from trainforge_gstack import GrowthWarning, depth_plan, find_layout, grow_depth, renumber_layers
 
 VOCAB = 97
 

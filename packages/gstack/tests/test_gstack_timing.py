@@ -7,6 +7,7 @@ import math
 import warnings
 
 import pytest
+
 from trainforge_gstack import GrowthWarning, GStackPlan, growth_timing_tokens, plan_gstack
 
 # tongxuluo/prts:README.md, "For Llama Families" (N, D, d).

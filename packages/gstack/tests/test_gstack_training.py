@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from trainforge_gstack import grow_depth
 
 from trainforge_core.data import kjv_lm_data
 from trainforge_core.models import tiny_llama
 from trainforge_core.train import TrainConfig, evaluate_lm, train_lm
+from trainforge_gstack import grow_depth
 
 SEQ, BATCH, EVAL_BATCHES = 32, 8, 4
 

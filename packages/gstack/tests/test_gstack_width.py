@@ -7,9 +7,9 @@ import pytest
 import torch
 import transformers
 from torch import nn
-from trainforge_gstack import grow_depth, grow_width
 
 from trainforge_core.models import tiny_llama
+from trainforge_gstack import grow_depth, grow_width
 
 VOCAB = 97
 

@@ -260,7 +260,7 @@ class MeCoFormatter:
         tokenizer: a transformers tokenizer, a ``tokenizers.Tokenizer`` or an
             ``encode(text) -> list[int]`` callable (then pass ``bos_id`` and ``eos_id``).
         prefix, suffix: around the metadata; defaults ``"URL: "`` and ``"\\n\\n"`` from the
-            reference README's packing command (``--add_metadata_prefix``/``--add_metadata_suffix``).
+            reference README packing command (``--add_metadata_prefix`` / ``_suffix``).
         url_mode, fixed_url, allowed_hosts: see :func:`url_to_metadata`.
         bos_id, eos_id: override the tokenizer's special ids (see :func:`resolve_special_ids`).
     """
@@ -403,7 +403,9 @@ def masked_lm_loss(
         )
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
+    shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1])
+    if shift_logits.dtype in (torch.float16, torch.bfloat16):
+        shift_logits = shift_logits.float()
     shift_labels = labels[..., 1:].reshape(-1)
     if not bool((shift_labels != IGNORE_INDEX).any()):
         raise ValueError("labels have no position with a target (all -100 after the shift)")

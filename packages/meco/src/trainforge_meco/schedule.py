@@ -133,7 +133,7 @@ def _cycle(source: Iterable[T] | Callable[[], Iterable[T]], name: str) -> Iterat
     for epoch in itertools.count():
         iterable = source() if callable(source) and not hasattr(source, "__iter__") else source
         it = iter(iterable)  # type: ignore[arg-type]
-        if epoch > 0 and it is iterable:
+        if epoch > 0 and it is source:
             raise RuntimeError(
                 f"{name} is a one-shot iterator and ran out; pass a re-iterable "
                 "(list, dataset) or a callable that returns a fresh iterator"

@@ -123,7 +123,9 @@ def test_masked_loss_over_a_packed_batch_equals_hand_count(examples) -> None:
     logits = torch.randn(*packed.input_ids.shape, 300, dtype=torch.float64)
     terms = []
     for r, bounds in enumerate(packed.boundaries):
-        for (a, b), ex in zip(bounds, examples[: len(bounds)] if r == 0 else examples[2:], strict=True):
+        for (a, b), ex in zip(
+            bounds, examples[: len(bounds)] if r == 0 else examples[2:], strict=True
+        ):
             for t in range(a, b - 1):
                 target = int(ex.labels[t - a + 1])
                 if target != IGNORE_INDEX:
@@ -147,10 +149,13 @@ def test_packed_forward_equals_separate_forwards(examples, attn: str, attention:
         sep_losses = []
         for r, bounds in enumerate(packed.boundaries):
             for a, b in bounds:
-                sep = model(input_ids=packed.input_ids[r : r + 1, a:b],
-                            labels=packed.labels[r : r + 1, a:b])
+                sep = model(
+                    input_ids=packed.input_ids[r : r + 1, a:b], labels=packed.labels[r : r + 1, a:b]
+                )
                 sep_losses.append((float(sep.loss), int((packed.labels[r, a + 1 : b] >= 0).sum())))
-                worst = max(worst, float((sep.logits - packed_out.logits[r : r + 1, a:b]).abs().max()))
+                worst = max(
+                    worst, float((sep.logits - packed_out.logits[r : r + 1, a:b]).abs().max())
+                )
         # no information flows across documents: identical logits, identical loss
         assert worst < 1e-5
         token_weighted = sum(l * n for l, n in sep_losses) / sum(n for _, n in sep_losses)
@@ -173,7 +178,9 @@ def test_collator_packed_rows_and_padded_examples(examples) -> None:
     padded = MeCoCollator(pad_id=258)(examples)
     assert padded["input_ids"].shape == (3, 23)
     assert padded["attention_mask"].sum(1).tolist() == [19, 5, 23]
-    assert padded["labels"][1, 5:].eq(IGNORE_INDEX).all() and padded["input_ids"][1, 5:].eq(258).all()
+    assert (
+        padded["labels"][1, 5:].eq(IGNORE_INDEX).all() and padded["input_ids"][1, 5:].eq(258).all()
+    )
 
 
 def test_packing_bad_inputs(examples) -> None:

@@ -18,12 +18,16 @@ from trainforge_meco import (
 def _rows(char_tok, seed: int):
     gen = torch.Generator().manual_seed(seed)
     fmt = MeCoFormatter(char_tok)
-    docs = [(f"https://s{i % 4}.com", torch.randint(0, 200, (12,), generator=gen).tolist())
-            for i in range(40)]
+    docs = [
+        (f"https://s{i % 4}.com", torch.randint(0, 200, (12,), generator=gen).tolist())
+        for i in range(40)
+    ]
     meta, cool = split_pools(docs, 0.25, seed=seed)
     meta_rows = pack_documents([fmt(ids, url) for url, ids in meta], 32, "pad", pad_id=258)
     cool_rows = pack_documents([fmt(ids) for _, ids in cool], 32, "pad", pad_id=258)
-    return [meta_rows[i] for i in range(len(meta_rows))], [cool_rows[i] for i in range(len(cool_rows))]
+    return [meta_rows[i] for i in range(len(meta_rows))], [
+        cool_rows[i] for i in range(len(cool_rows))
+    ]
 
 
 def test_hf_trainer_run_switches_at_ninety_percent_on_one_schedule(char_tok, tmp_path) -> None:
@@ -38,15 +42,28 @@ def test_hf_trainer_run_switches_at_ninety_percent_on_one_schedule(char_tok, tmp
     dataset = MeCoDataset(meta, cool, schedule, examples_per_step=2)
     callback = MeCoPhaseCallback(schedule, dataset)
     args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=total, per_device_train_batch_size=2,
-        learning_rate=1e-3, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=1, report_to=[],
-        save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
+        output_dir=str(tmp_path),
+        max_steps=total,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        warmup_steps=1,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        dataloader_num_workers=0,
         disable_tqdm=True,
     )
     model = tiny_llama(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=MeCoCollator(), callbacks=[callback])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=MeCoCollator(),
+        callbacks=[callback],
+    )
     trainer.train()
     assert callback.phase_log == [(0, "metadata"), (9, "cooldown")]
     assert callback.switch_step == schedule.cooldown_start == 9

@@ -54,15 +54,15 @@ class DemoConfig:
 
 
 FULL = DemoConfig(
-    steps=600,
+    steps=400,
     batch_size=16,
     seq_len=128,
     chunk_len=96,
     hidden_size=128,
-    num_layers=4,
+    num_layers=2,
     num_heads=4,
-    eval_chunks=512,
-    curve_points=6,
+    eval_chunks=256,
+    curve_points=4,
 )
 QUICK = DemoConfig(
     steps=50,

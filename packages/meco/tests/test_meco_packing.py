@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from trainforge_meco import (
     IGNORE_INDEX,
     MeCoCollator,
@@ -39,7 +38,7 @@ def test_pad_strategy_keeps_every_token_label_and_boundary(examples) -> None:
     segs = _segments(packed)
     assert [s[3] for s in segs] == [0, 1, 2]
     assert packed.boundaries == [[(0, 19), (19, 24)], [(0, 23)]]
-    for (r, a, b, doc), ex in zip(segs, examples, strict=True):
+    for (r, a, b, _doc), ex in zip(segs, examples, strict=True):
         assert packed.input_ids[r, a:b].tolist() == ex.input_ids.tolist()
         # the document's labels are kept; the segment's first label is masked (no
         # prediction across documents), which is already -100 (BOS) for formatted docs

@@ -289,6 +289,7 @@ class MeCoFormatter:
         self.url_mode: UrlMode = url_mode
         self.fixed_url = fixed_url
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+        self._meta_cache: dict[str, list[int]] = {}
 
     @property
     def bos_id(self) -> int:
@@ -325,7 +326,12 @@ class MeCoFormatter:
 
     def metadata_ids(self, url: str | None = None, *, metadata: str | None = None) -> list[int]:
         """The metadata tokenised on its own (no BOS/EOS), as in training."""
-        ids = self._encode(self.metadata_text(url, metadata=metadata))
+        text = self.metadata_text(url, metadata=metadata)
+        if text not in self._meta_cache:
+            if len(self._meta_cache) >= 65536:  # bound the memory on web-scale host counts
+                self._meta_cache.clear()
+            self._meta_cache[text] = self._encode(text)
+        ids = list(self._meta_cache[text])
         if not ids:
             raise ValueError(
                 f"metadata text {self.metadata_text(url, metadata=metadata)!r} encodes to no tokens"

@@ -174,6 +174,7 @@ def test_collator_packed_rows_and_padded_examples(examples) -> None:
     assert torch.equal(batch["position_ids"], packed.position_ids)
     with_mask = MeCoCollator(attention="mask", mask_dtype=torch.bool)(rows)
     assert torch.equal(with_mask["attention_mask"], packed.attention_mask(torch.bool))
+    assert [r["input_ids"].tolist() for r in packed] == packed.input_ids.tolist()
     padded = MeCoCollator(pad_id=258)(examples)
     assert padded["input_ids"].shape == (3, 23)
     assert padded["attention_mask"].sum(1).tolist() == [19, 5, 23]

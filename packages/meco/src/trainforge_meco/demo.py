@@ -66,16 +66,16 @@ FULL = DemoConfig(
     curve_points=4,
 )
 QUICK = DemoConfig(
-    steps=40,
+    steps=30,
     batch_size=8,
     seq_len=64,
     chunk_len=40,
     hidden_size=64,
     num_layers=2,
     num_heads=4,
-    eval_chunks=48,
+    eval_chunks=32,
     curve_points=2,
-    chapter_stride=5,
+    chapter_stride=10,
 )
 
 

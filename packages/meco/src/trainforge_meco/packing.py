@@ -15,7 +15,7 @@ attends to another document, in the baseline as well as in MeCo. Here each row c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +58,9 @@ class PackedSequences:
             "position_ids": self.position_ids[index],
             "segment_ids": self.segment_ids[index],
         }
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return (self[i] for i in range(len(self)))
 
     def attention_mask(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The block-diagonal causal mask ``[N, 1, L, L]`` (see :func:`block_causal_mask`)."""

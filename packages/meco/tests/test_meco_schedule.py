@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from trainforge_meco import MeCoDataset, MeCoSchedule, meco_lr_lambda, split_pools
+
+
+@pytest.mark.parametrize("total", [10, 37, 100, 999, 40_000])
+def test_phase_switch_at_exactly_ninety_percent(total: int) -> None:
+    sched = MeCoSchedule(total)
+    boundary = round(0.9 * total)
+    phases = [sched.phase(s) for s in range(total)]
+    assert phases == ["metadata"] * boundary + ["cooldown"] * (total - boundary)
+    assert sched.cooldown_start == boundary and sched.cooldown_steps == total - boundary
+
+
+def test_reference_run_switches_at_step_36000() -> None:
+    sched = MeCoSchedule(40_000, 0.1)  # princeton-pli/MeCo: checkpoint-36000 of 40k steps
+    assert sched.phase(35_999) == "metadata" and sched.phase(36_000) == "cooldown"
+
+
+def test_no_cooldown_ablation() -> None:
+    sched = MeCoSchedule(50, 0.0)
+    assert {sched.phase(s) for s in range(50)} == {"metadata"}
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, math.nan, "0.1", True])
+def test_cooldown_fraction_outside_unit_interval_is_rejected(fraction) -> None:
+    with pytest.raises(ValueError, match=r"cooldown_fraction must be a number in \[0, 1\)"):
+        MeCoSchedule(100, fraction)
+
+
+def test_schedule_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="total_steps"):
+        MeCoSchedule(0)
+    with pytest.raises(ValueError, match="total_steps"):
+        MeCoSchedule(10.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="step must be"):
+        MeCoSchedule(10).phase(-1)
+
+
+def test_lr_is_one_cosine_matching_transformers() -> None:
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    total = 200
+    ours = meco_lr_lambda(total)  # warmup 5%, min 0.1 (MeCo run configs)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    hf = get_cosine_with_min_lr_schedule_with_warmup(opt, 10, total, min_lr_rate=0.1)
+    theirs = []
+    for _ in range(total):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        hf.step()
+    assert [ours(s) for s in range(total)] == pytest.approx(theirs, abs=1e-12)
+    assert ours(total) == pytest.approx(0.1)
+
+
+def test_lr_is_continuous_across_the_switch_and_optimizer_state_is_kept() -> None:
+    torch.manual_seed(0)
+    total = 40
+    sched = MeCoSchedule(total)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, meco_lr_lambda(total))
+    meta = [(torch.randn(4), torch.tensor([1.0])) for _ in range(8)]
+    cool = [(torch.randn(4), torch.tensor([-1.0])) for _ in range(8)]
+    data = MeCoDataset(meta, cool, sched, examples_per_step=2)
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+    lrs, state_ids, phases = [], {}, []
+    for step, (x, y) in enumerate(loader):
+        phases.append(data.phase if step < total - 1 else sched.phase(step))
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        lrs.append(opt.param_groups[0]["lr"])
+        lr_sched.step()
+        if step == sched.cooldown_start - 1:
+            state_ids = {id(v) for st in opt.state.values() for v in st.values()}
+    assert step == total - 1
+    # the same state tensors after the switch (updated in place, not re-created)
+    assert state_ids == {id(v) for st in opt.state.values() for v in st.values()}
+    expected = [1e-2 * meco_lr_lambda(total)(s) for s in range(total)]
+    assert lrs == pytest.approx(expected)
+    b = sched.cooldown_start
+    jump = abs(lrs[b] - lrs[b - 1])
+    typical = max(abs(lrs[i] - lrs[i - 1]) for i in range(b - 3, b - 1))
+    assert jump <= 1.5 * typical  # no restart, no re-warm-up
+
+
+def test_dataset_switches_source_at_the_boundary_and_pools_are_disjoint() -> None:
+    docs = list(range(100))
+    meta_pool, cool_pool = split_pools(docs, 0.1, seed=3)
+    assert not set(meta_pool) & set(cool_pool)
+    assert sorted(meta_pool + cool_pool) == docs and len(cool_pool) == 10
+    sched = MeCoSchedule(25)
+    data = MeCoDataset(meta_pool, cool_pool, sched, examples_per_step=4)
+    out = list(data)
+    assert len(out) == len(data) == 100
+    b = sched.cooldown_start * 4
+    assert set(out[:b]) <= set(meta_pool) and set(out[b:]) <= set(cool_pool)
+    assert out[:b] == (meta_pool * 2)[:b]  # cycles through a re-iterable source in order
+    resumed = list(MeCoDataset(meta_pool, cool_pool, sched, 4, start_step=sched.cooldown_start))
+    assert resumed == out[b:]
+
+
+def test_dataset_sources_as_callables_and_one_shot_iterators() -> None:
+    sched = MeCoSchedule(10)
+    data = MeCoDataset(lambda: iter(range(3)), lambda: iter([-1]), sched)
+    assert list(data) == [0, 1, 2, 0, 1, 2, 0, 1, 2, -1]
+    one_shot = MeCoDataset(iter(range(3)), [-1], sched)
+    with pytest.raises(RuntimeError, match="one-shot iterator"):
+        list(one_shot)
+    with pytest.raises(ValueError, match="no examples"):
+        list(MeCoDataset([], [1], sched))
+
+
+def test_split_pools_is_seeded() -> None:
+    a = split_pools(list(range(50)), 0.2, seed=1)
+    assert a == split_pools(list(range(50)), 0.2, seed=1)
+    assert a != split_pools(list(range(50)), 0.2, seed=2)
+
+
+def test_dataset_and_pool_bad_inputs() -> None:
+    sched = MeCoSchedule(10)
+    pool = [1, 2]
+    with pytest.raises(TypeError, match="MeCoSchedule"):
+        MeCoDataset([1], [2], 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="different pools"):
+        MeCoDataset(pool, pool, sched)
+    with pytest.raises(ValueError, match="examples_per_step"):
+        MeCoDataset([1], [2], sched, 0)
+    with pytest.raises(ValueError, match="start_step"):
+        MeCoDataset([1], [2], sched, start_step=11)
+    with pytest.raises(TypeError, match="metadata_source"):
+        MeCoDataset(5, [2], sched)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cooldown_fraction"):
+        split_pools([1, 2, 3], 1.0)
+    with pytest.raises(ValueError, match="cooldown_fraction must be > 0"):
+        split_pools([1, 2, 3], 0.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        split_pools([1], 0.5)
+    with pytest.raises(TypeError, match="sequence"):
+        split_pools("abc", 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="total_steps"):
+        meco_lr_lambda(0)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        meco_lr_lambda(10, warmup_ratio=1.0)
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        meco_lr_lambda(10, min_lr_ratio=2.0)

@@ -30,8 +30,9 @@ def ref_quantize(x, scale, zero, maxq):
     return scale * (q - zero)
 
 
-def ref_fasterquant(W, H, bits, sym, blocksize=128, percdamp=0.01, groupsize=-1,
-                    actorder=False, static_groups=False):
+def ref_fasterquant(
+    W, H, bits, sym, blocksize=128, percdamp=0.01, groupsize=-1, actorder=False, static_groups=False
+):
     W = W.clone()
     H = H.clone()
     columns = W.shape[1]

@@ -44,16 +44,29 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     data = kjv_lm_data(vocab_size=2048 if not quick else 1024)
     if quick:
         size = dict(hidden_size=64, num_layers=2, num_heads=4)
-        train = TrainConfig(steps=60, batch_size=8, seq_len=64, eval_every=60, eval_batches=4,
-                            seed=seed, progress=False)
+        train = TrainConfig(
+            steps=60,
+            batch_size=8,
+            seq_len=64,
+            eval_every=60,
+            eval_batches=4,
+            seed=seed,
+            progress=False,
+        )
         n_calib, n_eval = 32, 4
     else:
         size = dict(hidden_size=128, num_layers=4, num_heads=4)
-        train = TrainConfig(steps=400, batch_size=16, seq_len=128, eval_every=100,
-                            eval_batches=8, seed=seed, progress=False)
+        train = TrainConfig(
+            steps=400,
+            batch_size=16,
+            seq_len=128,
+            eval_every=100,
+            eval_batches=8,
+            seed=seed,
+            progress=False,
+        )
         n_calib, n_eval = 128, 16
-    model = tiny_llama(seed=seed, vocab_size=data.vocab_size, max_position_embeddings=256,
-                       **size)
+    model = tiny_llama(seed=seed, vocab_size=data.vocab_size, max_position_embeddings=256, **size)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     tick = time.perf_counter()
     result = train_lm(model, opt, data, train, desc="gptq demo: train")
@@ -71,29 +84,40 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
 
     report = DemoReport(
         slug="gptq",
-        claim=("GPTQ quantizes GPT models to 3-4 bits per weight with a small perplexity "
-               "loss, far below round-to-nearest at the same bit width, in one shot from a "
-               "small calibration set."),
+        claim=(
+            "GPTQ quantizes GPT models to 3-4 bits per weight with a small perplexity "
+            "loss, far below round-to-nearest at the same bit width, in one shot from a "
+            "small calibration set."
+        ),
         baseline_name="RTN",
         technique_name="GPTQ",
     )
-    details: dict[str, object] = {"fp32_ppl": fp_ppl, "train_seconds": train_s,
-                                  "final_eval_loss": result.final_eval_loss}
+    details: dict[str, object] = {
+        "fp32_ppl": fp_ppl,
+        "train_seconds": train_s,
+        "final_eval_loss": result.final_eval_loss,
+    }
     for bits in (4, 3):
         # The original scripts' defaults (per-channel, asymmetric); gptq_v2 stores the true
         # zero points (v1 would corrupt rows whose zero point is 0).
         cfg = GPTQConfig.reference(bits, checkpoint_format="gptq_v2")
-        rtn, rtn_rep = quantize_model(copy.deepcopy(model), None, cfg, method="rtn",
-                                      progress=False)
+        rtn, rtn_rep = quantize_model(copy.deepcopy(model), None, cfg, method="rtn", progress=False)
         gq, gq_rep = quantize_model(copy.deepcopy(model), calib, cfg, progress=False)
         report.add(f"held-out perplexity, {bits}-bit", ppl(rtn), ppl(gq), "ppl")
-        report.add(f"quantization time, {bits}-bit", rtn_rep.seconds, gq_rep.seconds, "s",
-                   better="none")
-        report.add(f"block-linear bytes, {bits}-bit (fp32: {fp_bytes})", _linear_bytes(rtn, 4)
-                   if False else _linear_bytes(gq, 4), _linear_bytes(gq, 4), "B", better="none")
+        report.add(
+            f"quantization time, {bits}-bit", rtn_rep.seconds, gq_rep.seconds, "s", better="none"
+        )
+        report.add(
+            f"block-linear bytes, {bits}-bit (fp32: {fp_bytes})",
+            _linear_bytes(rtn, 4) if False else _linear_bytes(gq, 4),
+            _linear_bytes(gq, 4),
+            "B",
+            better="none",
+        )
         details[f"gptq_{bits}bit_total_loss"] = gq_rep.total_loss
     report.rows = [r for r in report.rows if not r.metric.startswith("block-linear")] + [
-        r for r in report.rows if r.metric.startswith("block-linear")]
+        r for r in report.rows if r.metric.startswith("block-linear")
+    ]
     report.notes += [
         f"model: Llama {size['num_layers']} layers, hidden {size['hidden_size']}, "
         f"trained {train.steps} steps on KJV (held-out ppl fp32 = {fp_ppl:.2f}, "
@@ -112,9 +136,11 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
 TECHNIQUE = Technique(
     slug="gptq",
     title="GPTQ post-training quantization",
-    summary=("One-shot weight quantization to 2-8 bits that quantizes each weight column in "
-             "turn and compensates the rounding error on the remaining columns with the "
-             "inverse Hessian of the layer's calibration inputs."),
+    summary=(
+        "One-shot weight quantization to 2-8 bits that quantizes each weight column in "
+        "turn and compensates the rounding error on the remaining columns with the "
+        "inverse Hessian of the layer's calibration inputs."
+    ),
     paper=PAPER,
     demo=run_demo,
     distribution="trainforge-gptq",

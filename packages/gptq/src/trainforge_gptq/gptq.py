@@ -76,7 +76,9 @@ class GPTQConfig:
         check_bits(self.bits)
         gs = self.group_size
         if isinstance(gs, bool) or not isinstance(gs, int) or not (gs == -1 or gs > 0):
-            raise ValueError(f"group_size must be -1 (per channel) or a positive integer, got {gs!r}")
+            raise ValueError(
+                f"group_size must be -1 (per channel) or a positive integer, got {gs!r}"
+            )
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs <= 0:
             raise ValueError(f"block_size must be a positive integer, got {bs!r}")
@@ -85,7 +87,8 @@ class GPTQConfig:
             raise ValueError(f"damp_percent must be in (0, 1], got {dp!r}")
         if self.checkpoint_format not in _FORMATS:
             raise ValueError(
-                f"checkpoint_format must be one of {_FORMATS}, got {self.checkpoint_format!r}")
+                f"checkpoint_format must be one of {_FORMATS}, got {self.checkpoint_format!r}"
+            )
         if self.static_groups and gs == -1:
             raise ValueError("static_groups=True needs group_size > 0, got group_size=-1")
         if self.act_group_aware and gs == -1:
@@ -97,8 +100,16 @@ class GPTQConfig:
     def reference(cls, bits: int = 4, **overrides: object) -> GPTQConfig:
         """The original scripts' defaults (``gptq:opt.py`` / ``llama.py`` without flags):
         per-channel, asymmetric (``--sym`` is store_true), no act-order, damp 0.01."""
-        base = dict(bits=bits, group_size=-1, sym=False, desc_act=False, static_groups=False,
-                    damp_percent=0.01, block_size=128, true_sequential=False)
+        base = dict(
+            bits=bits,
+            group_size=-1,
+            sym=False,
+            desc_act=False,
+            static_groups=False,
+            damp_percent=0.01,
+            block_size=128,
+            true_sequential=False,
+        )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
@@ -158,7 +169,8 @@ def _layer_kind(layer: nn.Module) -> str:
     if type(layer).__name__ == "Conv1D" and hasattr(layer, "nf"):  # transformers' GPT-2 Conv1D
         return "conv1d"
     raise TypeError(
-        f"layer must be nn.Linear, nn.Conv2d or transformers' Conv1D, got {type(layer).__name__}")
+        f"layer must be nn.Linear, nn.Conv2d or transformers' Conv1D, got {type(layer).__name__}"
+    )
 
 
 def weight_matrix(layer: nn.Module) -> torch.Tensor:
@@ -209,14 +221,18 @@ class GPTQ:
             raise TypeError(f"hessian must be a torch.Tensor, got {type(H).__name__}")
         if tuple(H.shape) != (self.columns, self.columns):
             raise ValueError(
-                f"hessian must have shape {(self.columns, self.columns)}, got {tuple(H.shape)}")
+                f"hessian must have shape {(self.columns, self.columns)}, got {tuple(H.shape)}"
+            )
         _check_finite("hessian", H)
         self._H = H.detach().to(self.dtype, copy=True)
         self.nsamples = max(self.nsamples, 1)
 
     @torch.no_grad()
     def add_batch(
-        self, inp: torch.Tensor, out: torch.Tensor | None = None, *,
+        self,
+        inp: torch.Tensor,
+        out: torch.Tensor | None = None,
+        *,
         mask: torch.Tensor | None = None,
     ) -> None:
         """Add a batch of layer inputs to ``H`` (``gptq:gptq.py:GPTQ.add_batch``).
@@ -229,8 +245,10 @@ class GPTQ:
         """
         del out
         if not isinstance(inp, torch.Tensor) or not inp.is_floating_point():
-            raise TypeError(f"inp must be a floating-point torch.Tensor, got {type(inp).__name__}"
-                            + (f" of {inp.dtype}" if isinstance(inp, torch.Tensor) else ""))
+            raise TypeError(
+                f"inp must be a floating-point torch.Tensor, got {type(inp).__name__}"
+                + (f" of {inp.dtype}" if isinstance(inp, torch.Tensor) else "")
+            )
         _check_finite("inp (layer activations)", inp)
         if inp.dim() == 2:
             inp = inp.unsqueeze(0)
@@ -241,18 +259,24 @@ class GPTQ:
             if mask is not None:
                 raise ValueError("mask is only supported for Linear / Conv1D inputs")
             layer = self.layer
-            unfold = nn.Unfold(layer.kernel_size, dilation=layer.dilation,  # type: ignore[arg-type]
-                               padding=layer.padding, stride=layer.stride)  # type: ignore[arg-type]
+            unfold = nn.Unfold(
+                layer.kernel_size,
+                dilation=layer.dilation,  # type: ignore[arg-type]
+                padding=layer.padding,
+                stride=layer.stride,
+            )  # type: ignore[arg-type]
             x = unfold(inp).permute(1, 0, 2).flatten(1).t()  # [tokens, cols]
         else:
             if inp.shape[-1] != self.columns:
                 raise ValueError(
                     f"inp's last dimension must be the layer's input size {self.columns}, "
-                    f"got shape {tuple(inp.shape)}")
+                    f"got shape {tuple(inp.shape)}"
+                )
             if mask is not None:
                 if tuple(mask.shape) != tuple(inp.shape[:-1]):
-                    raise ValueError(f"mask must have shape {tuple(inp.shape[:-1])}, "
-                                     f"got {tuple(mask.shape)}")
+                    raise ValueError(
+                        f"mask must have shape {tuple(inp.shape[:-1])}, got {tuple(mask.shape)}"
+                    )
                 x = inp[mask.to(torch.bool)]
             else:
                 x = inp.reshape(-1, self.columns)
@@ -282,9 +306,7 @@ class GPTQ:
         return result
 
 
-def damped_inverse_cholesky(
-    H: torch.Tensor, damp_percent: float
-) -> tuple[torch.Tensor, float]:
+def damped_inverse_cholesky(H: torch.Tensor, damp_percent: float) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor of ``(H + lambda I)^-1`` with ``lambda = damp * mean(diag H)``.
 
     When a factorisation fails (H not positive definite: too few samples, low-rank or
@@ -304,7 +326,8 @@ def damped_inverse_cholesky(
         if damp >= 1.0:
             raise torch.linalg.LinAlgError(
                 f"Cholesky of the damped Hessian failed even at damp_percent={damp}; "
-                "add calibration samples or check for NaN/degenerate inputs")
+                "add calibration samples or check for NaN/degenerate inputs"
+            )
         new = min(1.0, damp * 2)
         log.warning("GPTQ: Cholesky failed at damp_percent=%g; retrying with %g", damp, new)
         damp = new
@@ -424,9 +447,19 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
         invperm = torch.argsort(perm)
         Q, qint, losses = Q[:, invperm], qint[:, invperm], losses[:, invperm]
     return QuantResult(
-        Q=Q.contiguous(), qint=qint.contiguous(), scales=scales, zeros=zeros, g_idx=g_idx,
-        perm=perm, loss=float(losses.sum()), bits=bits, group_size=gs, sym=cfg.sym,
-        damp_percent=damp, weight_shape=(rows, cols), layer_kind="linear",
+        Q=Q.contiguous(),
+        qint=qint.contiguous(),
+        scales=scales,
+        zeros=zeros,
+        g_idx=g_idx,
+        perm=perm,
+        loss=float(losses.sum()),
+        bits=bits,
+        group_size=gs,
+        sym=cfg.sym,
+        damp_percent=damp,
+        weight_shape=(rows, cols),
+        layer_kind="linear",
         losses=losses.contiguous(),
     )
 
@@ -443,7 +476,9 @@ def rtn_quantize(layer: nn.Module | torch.Tensor, config: GPTQConfig | None = No
         raise TypeError(f"config must be a GPTQConfig, got {type(cfg).__name__}")
     if isinstance(layer, torch.Tensor):
         if layer.dim() != 2 or not layer.is_floating_point():
-            raise ValueError(f"a weight tensor must be a 2-D float matrix, got {tuple(layer.shape)}")
+            raise ValueError(
+                f"a weight tensor must be a 2-D float matrix, got {tuple(layer.shape)}"
+            )
         W, kind, shape = layer.detach(), "linear", tuple(layer.shape)
     else:
         kind = _layer_kind(layer)
@@ -451,7 +486,7 @@ def rtn_quantize(layer: nn.Module | torch.Tensor, config: GPTQConfig | None = No
     W = W.to(torch.float64 if W.dtype == torch.float64 else torch.float32, copy=True)
     _check_finite("weight", W)
     tick = time.perf_counter()
-    rows, cols = W.shape
+    _rows, cols = W.shape
     gs = cols if cfg.group_size == -1 else cfg.group_size
     maxq = 2**cfg.bits - 1
     grids = [find_params(W[:, i : i + gs], cfg.bits, cfg.sym) for i in range(0, cols, gs)]
@@ -461,8 +496,18 @@ def rtn_quantize(layer: nn.Module | torch.Tensor, config: GPTQConfig | None = No
     s, z = scales[g_idx.long()].t(), zeros[g_idx.long()].t()
     q = quantize_int(W, s, z, maxq)
     return QuantResult(
-        Q=dequantize_int(q, s, z), qint=q.to(torch.uint8), scales=scales, zeros=zeros,
-        g_idx=g_idx, perm=None, loss=math.nan, bits=cfg.bits, group_size=cfg.group_size,
-        sym=cfg.sym, damp_percent=math.nan, weight_shape=shape, layer_kind=kind,
+        Q=dequantize_int(q, s, z),
+        qint=q.to(torch.uint8),
+        scales=scales,
+        zeros=zeros,
+        g_idx=g_idx,
+        perm=None,
+        loss=math.nan,
+        bits=cfg.bits,
+        group_size=cfg.group_size,
+        sym=cfg.sym,
+        damp_percent=math.nan,
+        weight_shape=shape,
+        layer_kind=kind,
         seconds=time.perf_counter() - tick,
     )

@@ -11,6 +11,7 @@ never quantized.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -36,8 +37,13 @@ from trainforge_gptq.qlinear import GPTQLinear
 
 log = logging.getLogger(__name__)
 
-BLOCK_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers",
-               "model.language_model.layers")
+BLOCK_PATHS = (
+    "model.layers",
+    "model.decoder.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.language_model.layers",
+)
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,10 @@ class QuantizeReport:
         return float(sum(r.loss for r in self.layers))
 
     def __str__(self) -> str:
-        lines = [f"{self.method}: {len(self.layers)} layers, {self.n_sequences} calibration "
-                 f"sequences, {self.seconds:.2f} s"]
+        lines = [
+            f"{self.method}: {len(self.layers)} layers, {self.n_sequences} calibration "
+            f"sequences, {self.seconds:.2f} s"
+        ]
         lines += [f"  {r.name:<40} {r.loss:12.4g}  {r.seconds:6.3f}s" for r in self.layers]
         return "\n".join(lines)
 
@@ -89,8 +97,10 @@ def find_blocks(model: nn.Module, blocks: str = "auto") -> tuple[str, nn.ModuleL
             continue
         if isinstance(mod, nn.ModuleList) and len(mod):
             return path, mod
-    raise ValueError(f"blocks={blocks!r}: no nn.ModuleList of blocks found at {paths} in "
-                     f"{type(model).__name__}; pass blocks='<dotted.path>'")
+    raise ValueError(
+        f"blocks={blocks!r}: no nn.ModuleList of blocks found at {paths} in "
+        f"{type(model).__name__}; pass blocks='<dotted.path>'"
+    )
 
 
 def _quantizable(block: nn.Module) -> dict[str, nn.Module]:
@@ -122,24 +132,28 @@ def _batches(calibration: Any) -> list[tuple[torch.Tensor, torch.Tensor | None]]
         else:
             ids = item
         if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError("calibration items must be integer token tensors [batch, seq] "
-                            f"or dicts with input_ids; got {type(ids).__name__}")
+            raise TypeError(
+                "calibration items must be integer token tensors [batch, seq] "
+                f"or dicts with input_ids; got {type(ids).__name__}"
+            )
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)
             mask = None if mask is None else mask.reshape(1, -1)
         if ids.dim() != 2 or ids.numel() == 0:
             raise ValueError(f"input_ids must be a non-empty [batch, seq], got {tuple(ids.shape)}")
         if mask is not None and tuple(mask.shape) != tuple(ids.shape):
-            raise ValueError(f"attention_mask shape {tuple(mask.shape)} != input_ids "
-                             f"{tuple(ids.shape)}")
+            raise ValueError(
+                f"attention_mask shape {tuple(mask.shape)} != input_ids {tuple(ids.shape)}"
+            )
         out.append((ids.long(), mask))
     if not out:
         raise ValueError("no calibration data: the calibration iterable is empty")
     return out
 
 
-def _sequential_groups(names: Sequence[str], config: GPTQConfig,
-                       sequential_groups: Any) -> list[list[str]]:
+def _sequential_groups(
+    names: Sequence[str], config: GPTQConfig, sequential_groups: Any
+) -> list[list[str]]:
     if not config.true_sequential:
         return [list(names)]
     if sequential_groups == "auto":
@@ -151,8 +165,10 @@ def _sequential_groups(names: Sequence[str], config: GPTQConfig,
         groups = [list(g) for g in sequential_groups]
         unknown = [n for g in groups for n in g if n not in names]
         if unknown:
-            raise ValueError(f"sequential_groups names {unknown} are not linears of the block "
-                             f"(which has {list(names)})")
+            raise ValueError(
+                f"sequential_groups names {unknown} are not linears of the block "
+                f"(which has {list(names)})"
+            )
     rest = [n for n in names if all(n not in g for g in groups)]
     return groups + ([rest] if rest else [])
 
@@ -194,8 +210,11 @@ def quantize_model(
     results: dict[str, tuple[nn.Module, QuantResult]] = {}
     found = {i: _quantizable(b) for i, b in enumerate(layers)}
     if not any(found.values()):
-        warnings.warn(f"quantize_model: no Linear/Conv1D layers inside {path}; the model is "
-                      "unchanged", NoEffectWarning, stacklevel=2)
+        warnings.warn(
+            f"quantize_model: no Linear/Conv1D layers inside {path}; the model is unchanged",
+            NoEffectWarning,
+            stacklevel=2,
+        )
         return model, report
     was_training = model.training
     model.eval()
@@ -207,8 +226,16 @@ def quantize_model(
                 lin.weight.data = res.weight(lin.weight.dtype)
                 full = f"{path}.{i}.{name}"
                 results[full] = (lin, res)
-                report.layers.append(LayerReport(full, tuple(lin.weight.shape), res.loss,
-                                                 res.seconds, res.damp_percent, False))
+                report.layers.append(
+                    LayerReport(
+                        full,
+                        tuple(lin.weight.shape),
+                        res.loss,
+                        res.seconds,
+                        res.damp_percent,
+                        False,
+                    )
+                )
     else:
         batches = _batches(calibration)
         report.n_sequences = sum(b.shape[0] for b, _ in batches)
@@ -221,16 +248,16 @@ def quantize_model(
                 gptqs = {n: GPTQ(linears[n], dtype=dtype) for n in names}
                 current: dict[str, torch.Tensor | None] = {"mask": None}
 
-                def make_hook(g: GPTQ) -> Any:
+                def make_hook(g: GPTQ, current: dict = current) -> Any:
                     def hook(_mod: nn.Module, inp: tuple, _out: Any) -> None:
                         x = inp[0]
                         m = current["mask"]
                         use = m is not None and tuple(m.shape) == tuple(x.shape[:-1])
                         g.add_batch(x, mask=m if use else None)
+
                     return hook
 
-                handles = [linears[n].register_forward_hook(make_hook(g))
-                           for n, g in gptqs.items()]
+                handles = [linears[n].register_forward_hook(make_hook(g)) for n, g in gptqs.items()]
                 try:
                     for x, kw, m in zip(inps, kws, masks, strict=True):
                         current["mask"] = m
@@ -244,25 +271,43 @@ def quantize_model(
                     lin.weight.data = res.weight(lin.weight.dtype)
                     full = f"{path}.{i}.{n}"
                     results[full] = (lin, res)
-                    report.layers.append(LayerReport(full, tuple(lin.weight.shape), res.loss,
-                                                     res.seconds, res.damp_percent, False))
+                    report.layers.append(
+                        LayerReport(
+                            full,
+                            tuple(lin.weight.shape),
+                            res.loss,
+                            res.seconds,
+                            res.damp_percent,
+                            False,
+                        )
+                    )
                     log.info("gptq %s: loss %.4g (%.2fs)", full, res.loss, res.seconds)
                 del gptqs
             inps = [_block_out(block(x, **kw)) for x, kw in zip(inps, kws, strict=True)]
 
     if pack_weights:
         packed = _pack_all(model, results, cfg, backend)
-        report.layers = [LayerReport(r.name, r.shape, r.loss, r.seconds, r.damp_percent,
-                                     r.name in packed) for r in report.layers]
-    model.gptq_quantization_config = export_config(cfg, [r.name for r in report.layers  # type: ignore[assignment]
-                                                         if r.packed], path)
+        report.layers = [
+            LayerReport(r.name, r.shape, r.loss, r.seconds, r.damp_percent, r.name in packed)
+            for r in report.layers
+        ]
+    model.gptq_quantization_config = export_config(
+        cfg,
+        [
+            r.name
+            for r in report.layers  # type: ignore[assignment]
+            if r.packed
+        ],
+        path,
+    )
     model.train(was_training)
     report.seconds = time.perf_counter() - tick
     return model, report
 
 
-def _capture(model: nn.Module, layers: nn.ModuleList,
-             batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[list, list, list]:
+def _capture(
+    model: nn.Module, layers: nn.ModuleList, batches: list[tuple[torch.Tensor, torch.Tensor | None]]
+) -> tuple[list, list, list]:
     inps: list[torch.Tensor] = []
     kws: list[dict[str, Any]] = []
     masks: list[torch.Tensor | None] = []
@@ -280,30 +325,36 @@ def _capture(model: nn.Module, layers: nn.ModuleList,
     try:
         for ids, mask in batches:
             masks.append(None if mask is None else mask.to(device))
-            try:
+            with contextlib.suppress(_StopForward):
                 model(input_ids=ids.to(device), attention_mask=masks[-1], use_cache=False)
-            except _StopForward:
-                pass
     finally:
         handle.remove()
     if any(k for kw in kws for k in kw if k.startswith("__arg")):
-        raise ValueError("the first block received extra positional arguments; this model "
-                         "is not supported by quantize_model")
+        raise ValueError(
+            "the first block received extra positional arguments; this model "
+            "is not supported by quantize_model"
+        )
     return inps, kws, masks
 
 
-def _pack_all(model: nn.Module, results: dict[str, tuple[nn.Module, QuantResult]],
-              cfg: GPTQConfig, backend: str) -> set[str]:
+def _pack_all(
+    model: nn.Module,
+    results: dict[str, tuple[nn.Module, QuantResult]],
+    cfg: GPTQConfig,
+    backend: str,
+) -> set[str]:
     packed = set()
     run = codes_per_run(cfg.bits)
     for name, (lin, res) in results.items():
         out_f, in_f = res.Q.shape
         if in_f % run or out_f % run:
-            log.warning("%s: %dx%d is not a multiple of %d; left fake-quantized", name,
-                        out_f, in_f, run)
+            log.warning(
+                "%s: %dx%d is not a multiple of %d; left fake-quantized", name, out_f, in_f, run
+            )
             continue
-        q = GPTQLinear.from_result(lin, res, backend=backend,
-                                   checkpoint_format=cfg.checkpoint_format)
+        q = GPTQLinear.from_result(
+            lin, res, backend=backend, checkpoint_format=cfg.checkpoint_format
+        )
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, q)
         packed.add(name)
@@ -339,15 +390,23 @@ def _replace_with_empty(model: nn.Module, qcfg: dict[str, Any], backend: str) ->
         kind = _layer_kind(lin)
         w = lin.weight
         out_f, in_f = (w.shape[1], w.shape[0]) if kind == "conv1d" else (w.shape[0], w.shape[1])
-        q = GPTQLinear(int(in_f), int(out_f), qcfg["bits"], qcfg["group_size"],
-                       getattr(lin, "bias", None) is not None, qcfg["checkpoint_format"],
-                       backend, qcfg.get("sym", True))
+        q = GPTQLinear(
+            int(in_f),
+            int(out_f),
+            qcfg["bits"],
+            qcfg["group_size"],
+            getattr(lin, "bias", None) is not None,
+            qcfg["checkpoint_format"],
+            backend,
+            qcfg.get("sym", True),
+        )
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, q.to(w.device))
 
 
-def to_hf_state_dict(model: nn.Module, checkpoint_format: str = "gptq") -> tuple[
-        dict[str, torch.Tensor], dict[str, Any]]:
+def to_hf_state_dict(
+    model: nn.Module, checkpoint_format: str = "gptq"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """State dict and ``quantization_config`` in the layout transformers' GPTQ loader
     (optimum / gptqmodel) reads: ``<module>.qweight / qzeros / scales / g_idx / bias`` per
     quantized linear, everything else as is, zeros converted to ``checkpoint_format``."""

@@ -24,8 +24,10 @@ def codes_per_run(bits: int) -> int:
 
 def _check_codes(q: torch.Tensor, bits: int, dim: int) -> int:
     if not isinstance(q, torch.Tensor) or q.dtype.is_floating_point or q.dtype == torch.bool:
-        raise TypeError(f"codes must be an integer torch.Tensor, got "
-                        f"{q.dtype if isinstance(q, torch.Tensor) else type(q).__name__}")
+        raise TypeError(
+            f"codes must be an integer torch.Tensor, got "
+            f"{q.dtype if isinstance(q, torch.Tensor) else type(q).__name__}"
+        )
     if q.dim() == 0:
         raise ValueError("codes must have at least one dimension")
     dim = dim % q.dim()
@@ -33,7 +35,8 @@ def _check_codes(q: torch.Tensor, bits: int, dim: int) -> int:
     if q.shape[dim] % run:
         raise ValueError(
             f"{bits}-bit packing needs the packed dimension (size {q.shape[dim]}) to be a "
-            f"multiple of {run}")
+            f"multiple of {run}"
+        )
     return dim
 
 
@@ -42,8 +45,10 @@ def pack(q: torch.Tensor, bits: int, dim: int = 0) -> torch.Tensor:
     dim = _check_codes(q, bits, dim)
     maxq = 2**bits - 1
     if q.numel() and (int(q.min()) < 0 or int(q.max()) > maxq):
-        raise ValueError(f"codes must lie in [0, {maxq}] for {bits} bits, "
-                         f"got range [{int(q.min())}, {int(q.max())}]")
+        raise ValueError(
+            f"codes must lie in [0, {maxq}] for {bits} bits, "
+            f"got range [{int(q.min())}, {int(q.max())}]"
+        )
     run = codes_per_run(bits)
     words = run * bits // 32
     x = q.movedim(dim, 0).to(torch.int64)
@@ -64,14 +69,17 @@ def pack(q: torch.Tensor, bits: int, dim: int = 0) -> torch.Tensor:
 def unpack(packed: torch.Tensor, bits: int, dim: int = 0) -> torch.Tensor:
     """Inverse of :func:`pack`: int32 words -> codes (int32) along ``dim``."""
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.int32:
-        raise TypeError(f"packed must be an int32 torch.Tensor, got "
-                        f"{packed.dtype if isinstance(packed, torch.Tensor) else type(packed).__name__}")
+        raise TypeError(
+            f"packed must be an int32 torch.Tensor, got "
+            f"{packed.dtype if isinstance(packed, torch.Tensor) else type(packed).__name__}"
+        )
     run = codes_per_run(bits)
     words = run * bits // 32
     dim = dim % packed.dim()
     if packed.shape[dim] % words:
-        raise ValueError(f"{bits}-bit packed dimension must be a multiple of {words}, "
-                         f"got {packed.shape[dim]}")
+        raise ValueError(
+            f"{bits}-bit packed dimension must be a multiple of {words}, got {packed.shape[dim]}"
+        )
     maxq = 2**bits - 1
     x = packed.movedim(dim, 0).to(torch.int64) & 0xFFFFFFFF
     rest = x.shape[1:]

@@ -40,9 +40,17 @@ class GPTQLinear(nn.Module):
     reference; ``"triton"`` forces the Triton kernels.
     """
 
-    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int = -1,
-                 bias: bool = False, checkpoint_format: str = "gptq", backend: str = "auto",
-                 sym: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bits: int,
+        group_size: int = -1,
+        bias: bool = False,
+        checkpoint_format: str = "gptq",
+        backend: str = "auto",
+        sym: bool = True,
+    ) -> None:
         super().__init__()
         check_bits(bits)
         zero_offset(checkpoint_format)
@@ -55,7 +63,8 @@ class GPTQLinear(nn.Module):
         if in_features % run or out_features % run:
             raise ValueError(
                 f"{bits}-bit packing needs in_features ({in_features}) and out_features "
-                f"({out_features}) to be multiples of {run}")
+                f"({out_features}) to be multiples of {run}"
+            )
         if not (group_size == -1 or (isinstance(group_size, int) and group_size > 0)):
             raise ValueError(f"group_size must be -1 or a positive integer, got {group_size!r}")
         self.in_features, self.out_features = in_features, out_features
@@ -64,10 +73,12 @@ class GPTQLinear(nn.Module):
         gs = in_features if group_size == -1 else group_size
         n_groups = -(-in_features // gs)
         words = run * bits // 32
-        self.register_buffer("qweight", torch.zeros(in_features // run * words, out_features,
-                                                    dtype=torch.int32))
-        self.register_buffer("qzeros", torch.zeros(n_groups, out_features // run * words,
-                                                   dtype=torch.int32))
+        self.register_buffer(
+            "qweight", torch.zeros(in_features // run * words, out_features, dtype=torch.int32)
+        )
+        self.register_buffer(
+            "qzeros", torch.zeros(n_groups, out_features // run * words, dtype=torch.int32)
+        )
         self.register_buffer("scales", torch.zeros(n_groups, out_features, dtype=torch.float16))
         self.register_buffer("g_idx", (torch.arange(in_features) // gs).to(torch.int32))
         if bias:
@@ -80,8 +91,13 @@ class GPTQLinear(nn.Module):
         return zero_offset(self.checkpoint_format)
 
     @classmethod
-    def from_result(cls, layer: nn.Module, result: QuantResult, backend: str = "auto",
-                    checkpoint_format: str = "gptq") -> GPTQLinear:
+    def from_result(
+        cls,
+        layer: nn.Module,
+        result: QuantResult,
+        backend: str = "auto",
+        checkpoint_format: str = "gptq",
+    ) -> GPTQLinear:
         """Pack a :class:`QuantResult` of ``layer`` (Linear or Conv1D; the bias is copied)."""
         if not isinstance(result, QuantResult):
             raise TypeError(f"result must be a QuantResult, got {type(result).__name__}")
@@ -89,12 +105,21 @@ class GPTQLinear(nn.Module):
             raise ValueError("GPTQLinear packs Linear / Conv1D layers; keep Conv2d fake-quantized")
         w = weight_matrix(layer)
         if tuple(result.Q.shape) != tuple(w.shape):
-            raise ValueError(f"result is for a {tuple(result.Q.shape)} weight, "
-                             f"the layer has {tuple(w.shape)}")
+            raise ValueError(
+                f"result is for a {tuple(result.Q.shape)} weight, the layer has {tuple(w.shape)}"
+            )
         out_f, in_f = w.shape
         bias = getattr(layer, "bias", None)
-        m = cls(in_f, out_f, result.bits, result.group_size, bias is not None,
-                checkpoint_format, backend, result.sym)
+        m = cls(
+            in_f,
+            out_f,
+            result.bits,
+            result.group_size,
+            bias is not None,
+            checkpoint_format,
+            backend,
+            result.sym,
+        )
         m.load_result(result)
         if bias is not None:
             m.bias = bias.detach().to(torch.float16).clone()
@@ -113,7 +138,9 @@ class GPTQLinear(nn.Module):
                 f"({int((zeros == 0).sum())} here) wraps to {maxq} and loads as {maxq + 1}: "
                 "the weights of those groups are wrong in every v1 loader. Use "
                 "checkpoint_format='gptq_v2' (or sym=True) to store them exactly.",
-                UserWarning, stacklevel=3)
+                UserWarning,
+                stacklevel=3,
+            )
         stored = stored & maxq
         self.qweight = pack(result.qint.t().contiguous().to(torch.int64), self.bits, dim=0)
         self.qzeros = pack(stored, self.bits, dim=1)
@@ -123,8 +150,9 @@ class GPTQLinear(nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as ``[out, in]`` (as the source layer's ``nn.Linear`` weight)."""
         ops = _ops()
-        w = ops.gptq_dequantize_ref(self.qweight, self.qzeros, self.scales, self.g_idx,
-                                    self.bits, self.zero_offset)
+        w = ops.gptq_dequantize_ref(
+            self.qweight, self.qzeros, self.scales, self.g_idx, self.bits, self.zero_offset
+        )
         return w.t().to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +169,11 @@ class GPTQLinear(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bits={self.bits}, group_size={self.group_size}, "
-                f"checkpoint_format={self.checkpoint_format!r}, backend={self.backend!r}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bits={self.bits}, group_size={self.group_size}, "
+            f"checkpoint_format={self.checkpoint_format!r}, backend={self.backend!r}"
+        )
 
     def packed_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
@@ -153,8 +183,10 @@ def quantization_config(model: nn.Module) -> dict[str, Any]:
     """The ``quantization_config`` dict recorded by :func:`quantize_model` on a model."""
     cfg = getattr(model, "gptq_quantization_config", None)
     if cfg is None:
-        raise ValueError("model carries no GPTQ quantization config (was it quantized "
-                         "with trainforge_gptq.quantize_model?)")
+        raise ValueError(
+            "model carries no GPTQ quantization config (was it quantized "
+            "with trainforge_gptq.quantize_model?)"
+        )
     return dict(cfg)
 
 
@@ -206,8 +238,10 @@ def load_quantized(model: nn.Module, path: str | Path, backend: str = "auto") ->
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"checkpoint does not match the model: missing {sorted(missing)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ValueError(
+            f"checkpoint does not match the model: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
     if tied and hasattr(model, "tie_weights"):
         model.tie_weights()
     model.gptq_quantization_config = qcfg  # type: ignore[assignment]

@@ -40,14 +40,13 @@ def find_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, to
     xmin = torch.where(empty, -torch.ones_like(xmin), xmin)
     xmax = torch.where(empty, torch.ones_like(xmax), xmax)
     scale = (xmax - xmin) / maxq
-    if sym:
-        zero = torch.full_like(scale, (maxq + 1) / 2)
-    else:
-        zero = torch.round(-xmin / scale)
+    zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-xmin / scale)
     return scale, zero
 
 
-def quantize_int(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int) -> torch.Tensor:
+def quantize_int(
+    x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> torch.Tensor:
     """Integer codes ``clamp(round(x / scale) + zero, 0, maxq)`` (still in ``x``'s dtype).
 
     ``torch.round`` rounds half to even, as in the reference.

@@ -174,3 +174,28 @@ def test_no_quantizable_layers_warns():
         warnings.simplefilter("error", NoEffectWarning)
         with pytest.raises(NoEffectWarning):
             quantize_model(M(), _ids())
+
+
+def test_gpt2_conv1d_model():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(
+        GPT2Config(vocab_size=128, n_positions=64, n_embd=64, n_layer=2, n_head=4)
+    ).eval()
+    ref = copy.deepcopy(m)
+    fake, _ = quantize_model(
+        copy.deepcopy(m),
+        _ids(),
+        GPTQConfig(bits=4, group_size=32),
+        pack_weights=False,
+        progress=False,
+    )
+    q, rep = quantize_model(m, _ids(), GPTQConfig(bits=4, group_size=32), progress=False)
+    assert rep.layers[0].name == "transformer.h.0.attn.c_attn" and len(rep.layers) == 8
+    assert isinstance(q.transformer.h[0].mlp.c_fc, GPTQLinear)
+    x = _ids(seed=4)
+    with torch.no_grad():
+        out, out_fake, out_ref = q(x).logits, fake(x).logits, ref(x).logits
+    assert torch.allclose(out, out_fake, atol=2e-3)
+    assert (out - out_ref).abs().max() < 1.0

@@ -26,10 +26,10 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
-
 from trainforge_gptq import GPTQ, GPTQConfig, GPTQLinear
 
 
@@ -48,7 +48,7 @@ def _problem(d: int, n: int = 16384, seed: int = 0):
     with torch.no_grad():
         lin.weight.copy_(torch.randn(d, d, generator=g) / d**0.5)
     H = torch.zeros(d, d)
-    for i in range(0, n, 4096):  # the reference's H = 2/n sum x x^T, accumulated in chunks
+    for _ in range(0, n, 4096):  # the reference's H = 2/n sum x x^T, accumulated in chunks
         X = torch.randn(4096, d // 8, generator=g) @ torch.randn(d // 8, d, generator=g) / 8
         X += 0.1 * torch.randn(4096, d, generator=g)
         H += X.t() @ X
@@ -121,7 +121,7 @@ def main() -> None:
     print(
         f"# torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, "
-        f"load average {open('/proc/loadavg').read().split()[:3]}"
+        f"load average {Path('/proc/loadavg').read_text().split()[:3]}"
     )
     print("| layer | config | ours (s) | reference (s) | ref / ours | loss ours | loss ref |")
     print("|---|---|---|---|---|---|---|")
@@ -133,10 +133,10 @@ def main() -> None:
     for d in args.sizes:
         lin, H = _problem(d)
         for name, cfg in configs.items():
-            t_ours, loss = _median_time(lambda c=cfg: _ours(lin, H, c), args.repeats)
+            t_ours, loss = _median_time(lambda c=cfg, lin=lin, H=H: _ours(lin, H, c), args.repeats)
             if mod is not None:
                 t_ref, loss_ref = _median_time(
-                    lambda c=cfg: _reference(mod, lin, H, c), args.repeats
+                    lambda c=cfg, lin=lin, H=H: _reference(mod, lin, H, c), args.repeats
                 )
                 print(
                     f"| {d}x{d} | {name} | {t_ours:.2f} | {t_ref:.2f} | "

@@ -5,8 +5,9 @@ Follows ``IST-DASLab/gptq:gptq.py`` (``GPTQ.add_batch``, ``GPTQ.fasterquant``) s
 step, including its quirks (the per-channel grid is taken before dead columns are zeroed;
 a dynamic group's grid is taken from ``W`` as updated at the last block boundary). The group
 index and scale bookkeeping follows ``AutoGPTQ:auto_gptq/quantization/gptq.py``.
-The loop runs on the transposed weight (columns contiguous), which changes no value of the
-per-column steps; only the block-end GEMM may round differently in float32.
+The loop runs on the transposed weight (columns contiguous) with preallocated update
+buffers; each step rounds as the reference does (product, then subtraction), only the
+block-end GEMM runs transposed (float32 results may differ in the last bit).
 """
 
 from __future__ import annotations
@@ -389,6 +390,9 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
     losses = torch.empty_like(Wt)
     grids: list[tuple[torch.Tensor, torch.Tensor]] = []
     perm_list = perm.tolist() if perm is not None else None
+    # Preallocated update buffers: fresh multi-MB temporaries per column cost page faults.
+    buf = torch.empty(min(B, cols), rows, dtype=dtype, device=Wt.device)
+    gbuf = torch.empty(max(cols - min(B, cols), 0), rows, dtype=dtype, device=Wt.device)
 
     for i1 in range(0, cols, B):
         i2 = min(i1 + B, cols)
@@ -412,11 +416,17 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
             Qt[col] = qw
             qt[col] = q.to(torch.uint8)
             err = (w - qw) / d
-            W1[i:] -= Hinv1[i, i:].unsqueeze(1) * err.unsqueeze(0)
+            # W1[i:] -= Hinv1[i, i:] (x) err: the product rounded first, then subtracted,
+            # as in the reference (a fused addr_ rounds once and flips ties)
+            upd = buf[: i2 - i1 - i]
+            torch.mul(Hinv1[i, i:].unsqueeze(1), err.unsqueeze(0), out=upd)
+            W1[i:].sub_(upd)
             Err1[i] = err
         losses[i1:i2] = Err1.square() / 2
         if i2 < cols:
-            Wt[i2:] -= Hinv[i1:i2, i2:].t() @ Err1
+            upd = gbuf[: cols - i2]
+            torch.matmul(Hinv[i1:i2, i2:].t(), Err1, out=upd)
+            Wt[i2:].sub_(upd)
 
     g = torch.arange(cols, device=Qt.device)
     if gs == -1:

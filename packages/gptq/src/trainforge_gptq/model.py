@@ -173,6 +173,11 @@ def _sequential_groups(
     return groups + ([rest] if rest else [])
 
 
+def _call(block: nn.Module, x: torch.Tensor, kw: dict[str, Any]) -> Any:
+    kw = dict(kw)
+    return block(x, *kw.pop("__args", ()), **kw)
+
+
 def _block_out(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple | list) else out
 
@@ -261,7 +266,7 @@ def quantize_model(
                 try:
                     for x, kw, m in zip(inps, kws, masks, strict=True):
                         current["mask"] = m
-                        block(x, **kw)
+                        _call(block, x, kw)
                 finally:
                     for h in handles:
                         h.remove()
@@ -283,7 +288,7 @@ def quantize_model(
                     )
                     log.info("gptq %s: loss %.4g (%.2fs)", full, res.loss, res.seconds)
                 del gptqs
-            inps = [_block_out(block(x, **kw)) for x, kw in zip(inps, kws, strict=True)]
+            inps = [_block_out(_call(block, x, kw)) for x, kw in zip(inps, kws, strict=True)]
 
     if pack_weights:
         packed = _pack_all(model, results, cfg, backend)
@@ -315,7 +320,7 @@ def _capture(
     def catcher(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
         kwargs = dict(kwargs)
         x = args[0] if args else kwargs.pop("hidden_states")
-        kwargs.update({f"__arg{j}": a for j, a in enumerate(args[1:])})
+        kwargs["__args"] = tuple(args[1:])
         inps.append(x)
         kws.append(kwargs)
         raise _StopForward
@@ -329,11 +334,6 @@ def _capture(
                 model(input_ids=ids.to(device), attention_mask=masks[-1], use_cache=False)
     finally:
         handle.remove()
-    if any(k for kw in kws for k in kw if k.startswith("__arg")):
-        raise ValueError(
-            "the first block received extra positional arguments; this model "
-            "is not supported by quantize_model"
-        )
     return inps, kws, masks
 
 

@@ -45,15 +45,15 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     if quick:
         size = dict(hidden_size=64, num_layers=2, num_heads=4)
         train = TrainConfig(
-            steps=60,
+            steps=40,
             batch_size=8,
             seq_len=64,
-            eval_every=60,
-            eval_batches=4,
+            eval_every=40,
+            eval_batches=2,
             seed=seed,
             progress=False,
         )
-        n_calib, n_eval = 32, 4
+        n_calib, n_eval = 16, 2
     else:
         size = dict(hidden_size=128, num_layers=2, num_heads=4)
         train = TrainConfig(

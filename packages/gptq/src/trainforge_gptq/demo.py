@@ -1,0 +1,140 @@
+"""``trainforge demo gptq``: a small Llama trained on the King James Bible, then quantized
+with round-to-nearest and with GPTQ at 4 and 3 bits (same grids, same calibration)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from trainforge_core import DemoReport, Paper, Technique
+from trainforge_core.data import kjv_lm_data
+from trainforge_core.models import tiny_llama
+from trainforge_core.train import TrainConfig, evaluate_lm, train_lm
+from trainforge_gptq.gptq import GPTQConfig
+from trainforge_gptq.model import quantize_model
+from trainforge_gptq.qlinear import GPTQLinear
+
+PAPER = Paper(
+    title="GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
+    authors="Elias Frantar, Saleh Ashkboos, Torsten Hoefler, Dan Alistarh",
+    year=2023,
+    arxiv="2210.17323",
+)
+
+
+def _linear_bytes(model: torch.nn.Module, fp_bytes: int) -> int:
+    """Bytes of the block linears: packed buffers for GPTQLinear, ``fp_bytes`` per weight
+    (plus bias) otherwise."""
+    total = 0
+    for name, m in model.named_modules():
+        if isinstance(m, GPTQLinear):
+            total += m.packed_bytes()
+        elif isinstance(m, torch.nn.Linear) and ".layers." in f".{name}":
+            total += m.weight.numel() * fp_bytes
+            total += 0 if m.bias is None else m.bias.numel() * fp_bytes
+    return total
+
+
+def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
+    del out_dir  # the caller saves the report
+    data = kjv_lm_data(vocab_size=2048 if not quick else 1024)
+    if quick:
+        size = dict(hidden_size=64, num_layers=2, num_heads=4)
+        train = TrainConfig(
+            steps=20,
+            batch_size=8,
+            seq_len=64,
+            eval_every=20,
+            eval_batches=2,
+            seed=seed,
+            progress=False,
+        )
+        n_calib, n_eval = 8, 2
+    else:
+        size = dict(hidden_size=128, num_layers=2, num_heads=4)
+        train = TrainConfig(
+            steps=300,
+            batch_size=16,
+            seq_len=64,
+            eval_every=100,
+            eval_batches=8,
+            seed=seed,
+            progress=False,
+        )
+        n_calib, n_eval = 128, 8
+    model = tiny_llama(seed=seed, vocab_size=data.vocab_size, max_position_embeddings=256, **size)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    tick = time.perf_counter()
+    result = train_lm(model, opt, data, train, desc="gptq demo: train")
+    train_s = time.perf_counter() - tick
+    model.eval()
+    seq = train.seq_len
+
+    def ppl(m: torch.nn.Module) -> float:
+        return math.exp(evaluate_lm(m, data, seq, batch_size=8, max_batches=n_eval))
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    calib = data.sample_batch(n_calib, seq, gen)  # random training windows (datautils.py)
+    fp_ppl = ppl(model)
+    fp_bytes = _linear_bytes(model, 4)
+
+    report = DemoReport(
+        slug="gptq",
+        claim=(
+            "GPTQ quantizes GPT models to 3-4 bits per weight with a small perplexity "
+            "loss, far below round-to-nearest at the same bit width, in one shot from a "
+            "small calibration set."
+        ),
+        baseline_name="RTN",
+        technique_name="GPTQ",
+    )
+    details: dict[str, object] = {
+        "fp32_ppl": fp_ppl,
+        "train_seconds": train_s,
+        "final_eval_loss": result.final_eval_loss,
+    }
+    for bits in (4, 3):
+        # The original scripts' defaults (per-channel, asymmetric) plus llama.py's
+        # --true-sequential; gptq_v2 stores the true zero points (v1 corrupts zero = 0).
+        cfg = GPTQConfig.reference(bits, checkpoint_format="gptq_v2", true_sequential=not quick)
+        rtn, rtn_rep = quantize_model(copy.deepcopy(model), None, cfg, method="rtn", progress=False)
+        gq, gq_rep = quantize_model(copy.deepcopy(model), calib, cfg, progress=False)
+        report.add(f"held-out perplexity, {bits}-bit", ppl(rtn), ppl(gq), "ppl")
+        report.add(
+            f"quantization time, {bits}-bit", rtn_rep.seconds, gq_rep.seconds, "s", better="none"
+        )
+        details[f"gptq_{bits}bit_total_loss"] = gq_rep.total_loss
+        details[f"packed_{bits}bit_bytes"] = _linear_bytes(gq, 4)
+    for bits in (4, 3):
+        packed = details[f"packed_{bits}bit_bytes"]
+        report.add(f"block-linear bytes, fp16 -> {bits}-bit packed", fp_bytes // 2, packed, "B")  # type: ignore[arg-type]
+    report.notes += [
+        f"fp32 model: held-out perplexity {fp_ppl:.2f}; Llama {size['num_layers']} layers, "
+        f"hidden {size['hidden_size']}, trained {train.steps} steps on KJV ({train_s:.0f} s)",
+        f"calibration: {n_calib} random training windows of {seq} tokens; held-out perplexity "
+        f"over {n_eval} batches of 8 windows of the held-out chapters",
+        "grid: per-channel asymmetric (the reference scripts' defaults), damp 0.01, block 128, "
+        f"true-sequential {'off (quick)' if quick else 'on'}; embeddings and lm_head stay fp32",
+        "bytes rows: baseline column = the block linears' weights in fp16, technique column = "
+        "their packed qweight+qzeros+scales+g_idx (identical for RTN and GPTQ)",
+    ]
+    report.details.update(details)
+    return report
+
+
+TECHNIQUE = Technique(
+    slug="gptq",
+    title="GPTQ post-training quantization",
+    summary=(
+        "One-shot weight quantization to 2-8 bits that quantizes each weight column in "
+        "turn and compensates the rounding error on the remaining columns with the "
+        "inverse Hessian of the layer's calibration inputs."
+    ),
+    paper=PAPER,
+    demo=run_demo,
+    distribution="trainforge-gptq",
+)

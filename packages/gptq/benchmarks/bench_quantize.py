@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
 from trainforge_gptq import GPTQ, GPTQConfig, GPTQLinear
 
 

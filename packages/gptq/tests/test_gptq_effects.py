@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_gptq import GPTQConfig, gptq_quantize, rtn_quantize
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+
 from trainforge_gptq import GPTQ, GPTQConfig, gptq_quantize, rtn_quantize
 from trainforge_gptq.gptq import damped_inverse_cholesky
 

@@ -9,6 +9,9 @@ import warnings
 
 import pytest
 import torch
+
+from trainforge_core import NoEffectWarning
+from trainforge_core.models import tiny_llama
 from trainforge_gptq import (
     GPTQConfig,
     GPTQLinear,
@@ -18,9 +21,6 @@ from trainforge_gptq import (
     to_hf_state_dict,
 )
 from trainforge_gptq.packing import unpack
-
-from trainforge_core import NoEffectWarning
-from trainforge_core.models import tiny_llama
 
 
 @pytest.fixture(scope="module")

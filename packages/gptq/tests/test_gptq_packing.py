@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+
 from trainforge_gptq import (
     GPTQ,
     GPTQConfig,

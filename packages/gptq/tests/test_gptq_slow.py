@@ -7,11 +7,11 @@ import copy
 
 import pytest
 import torch
-from trainforge_gptq import GPTQConfig, quantize_model
 
 from trainforge_core.data import LMData
 from trainforge_core.models import tiny_llama
 from trainforge_core.train import TrainConfig, train_lm
+from trainforge_gptq import GPTQConfig, quantize_model
 
 
 def _markov(seed: int, vocab: int = 64, n: int = 60_000) -> LMData:

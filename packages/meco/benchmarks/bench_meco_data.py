@@ -16,12 +16,12 @@ import time
 
 import torch
 import transformers
-from trainforge_meco import MeCoFormatter, pack_documents
-from trainforge_meco.demo import book_url
 
 from trainforge_core.bench import median_time
 from trainforge_core.data import kjv_hf_tokenizer, kjv_split
 from trainforge_core.models import tiny_llama
+from trainforge_meco import MeCoFormatter, pack_documents
+from trainforge_meco.demo import book_url
 
 
 def main() -> None:

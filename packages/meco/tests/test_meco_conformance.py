@@ -17,10 +17,9 @@ def test_meco_conformance(tmp_path) -> None:
 
 
 def test_demo_book_urls_are_valid_hosts() -> None:
+    from trainforge_core.data import kjv_documents
     from trainforge_meco import url_host
     from trainforge_meco.demo import book_url
-
-    from trainforge_core.data import kjv_documents
 
     hosts = {url_host(book_url(d.book)) for d in kjv_documents()}
     assert len(hosts) == 66 and "1-samuel.kjv" in hosts and "song-of-solomon.kjv" in hosts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_meco import MeCoDataset, MeCoFormatter, MeCoSchedule, pack_documents
 from trainforge_meco.demo import document_loss, random_rows, train_run
 

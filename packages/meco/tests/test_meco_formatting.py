@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+
 from trainforge_meco import (
     IGNORE_INDEX,
     MeCoFormatter,

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from trainforge_meco import MeCoDataset, MeCoSchedule, meco_lr_lambda, split_pools
 
 

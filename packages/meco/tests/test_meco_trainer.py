@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_meco import (
     MeCoCollator,
     MeCoDataset,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import os
 import re
 import shutil
 import time
@@ -29,6 +30,11 @@ import nox
 ROOT = Path(__file__).parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXCLUDE_NEWER = PYPROJECT["tool"]["uv"]["exclude-newer"]
+
+# With PYTHONDONTWRITEBYTECODE set (some shells and CI images set it), every process would
+# recompile transformers and torch from source on import (about 30 s each); let the session
+# venvs keep their bytecode.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True

@@ -114,5 +114,9 @@ class SophiaCallback(_transformers.TrainerCallback):
     def on_log(self, args, state, control, logs=None, optimizer=None, **kwargs):
         opt = _unwrap(optimizer)
         if self.log_stats and logs is not None and isinstance(opt, SophiaG | SophiaH):
-            logs.update({f"sophia/{k}": v for k, v in opt.stats().items()})
+            stats = {f"sophia/{k}": v for k, v in opt.stats().items()}
+            logs.update(stats)  # seen by the reporting callbacks that run after this one
+            # the Trainer appended its copy of `logs` to log_history before on_log
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(stats)
         return control

@@ -426,8 +426,7 @@ def _apply(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         for i, p in enumerate(params):
             buckets[(p.device, p.dtype)].append(i)
         for idx in buckets.values():
-            _foreach_update([params[i] for i in idx], [grads[i] for i in idx],
-                            [exp_avgs[i] for i in idx], [hessians[i] for i in idx], **kw)  # fmt: skip
+            _foreach_update(*_pick(idx, params, grads, exp_avgs, hessians), **kw)
         return
     small: dict[tuple, list[int]] = defaultdict(list)
     scratch: dict[tuple, Tensor] = {}
@@ -442,8 +441,11 @@ def _apply(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
         else:
             _inplace_update(p, grads[i], exp_avgs[i], hessians[i], scratch, **kw)
     for idx in small.values():
-        _foreach_update([params[i] for i in idx], [grads[i] for i in idx],
-                        [exp_avgs[i] for i in idx], [hessians[i] for i in idx], **kw)  # fmt: skip
+        _foreach_update(*_pick(idx, params, grads, exp_avgs, hessians), **kw)
+
+
+def _pick(idx: list[int], *lists: list[Tensor]) -> list[list[Tensor]]:
+    return [[lst[i] for i in idx] for lst in lists]
 
 
 def _inplace_update(p: Tensor, g: Tensor, m: Tensor, h: Tensor, scratch: dict[tuple, Tensor],

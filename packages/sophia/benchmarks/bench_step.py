@@ -26,7 +26,6 @@ import statistics
 import time
 
 import torch
-
 from trainforge_sophia import SophiaG
 
 SIZES = {

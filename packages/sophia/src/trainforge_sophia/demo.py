@@ -43,8 +43,8 @@ class _Setup:
 
 QUICK = _Setup(hidden=64, layers=2, heads=4, steps=40, batch=8, seq=32, eval_every=20,
                eval_batches=2, adamw_lrs=(3e-3,), sophia_lrs=(3e-3,))  # fmt: skip
-FULL = _Setup(hidden=96, layers=3, heads=4, steps=300, batch=16, seq=64, eval_every=25,
-              eval_batches=8, adamw_lrs=(1e-3, 3e-3, 1e-2),
+FULL = _Setup(hidden=64, layers=2, heads=4, steps=200, batch=16, seq=64, eval_every=25,
+              eval_batches=4, adamw_lrs=(1e-3, 3e-3, 1e-2),
               sophia_lrs=(1e-3, 3e-3, 1e-2))  # fmt: skip
 VOCAB = 2048
 

@@ -41,7 +41,7 @@ class _Setup:
     sophia_lrs: tuple[float, ...]
 
 
-QUICK = _Setup(hidden=64, layers=2, heads=4, steps=40, batch=8, seq=32, eval_every=20,
+QUICK = _Setup(hidden=32, layers=1, heads=2, steps=30, batch=8, seq=32, eval_every=15,
                eval_batches=2, adamw_lrs=(3e-3,), sophia_lrs=(3e-3,))  # fmt: skip
 FULL = _Setup(hidden=64, layers=2, heads=4, steps=200, batch=16, seq=64, eval_every=25,
               eval_batches=4, adamw_lrs=(1e-3, 3e-3, 1e-2),

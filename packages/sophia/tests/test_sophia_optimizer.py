@@ -109,8 +109,8 @@ def test_golden_three_steps_with_decay_and_clipping():
         ]
         p.grad = torch.tensor(g, dtype=torch.float64)
         opt.step()
-    # step 1: m = [0.05, -0.1, 0.02]; ratio = [0.1, 0.05, 1 (clipped: 0.02 / 0.0025)]
-    assert theta[0] == pytest.approx(1.0 * 0.99 - 0.1 * 0.1 - 0.0, rel=0.05)  # sanity of hand calc
+    # step 1 by hand: m = [0.05, -0.1, 0.02], d = rho*bs*h = [0.5, 2, 0.005],
+    # ratio = [0.1, 0.05, 1 (clipped)]: theta = [0.99 - 0.01, -1.98 + 0.005, 0.495 - 0.1]
     torch.testing.assert_close(p.detach(), torch.tensor(theta, dtype=torch.float64),
                                rtol=1e-12, atol=1e-12)  # fmt: skip
     m_state = opt.state[p]["exp_avg"]

@@ -1,0 +1,155 @@
+"""trainforge::sophia_update: Triton kernel vs torch reference vs sophia.py's update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainforge_kernels import kernels
+from trainforge_kernels.sophia_update import sophia_update, sophia_update_reference
+from trainforge_kernels.testing import needs_interpreter_reason, poisoned_like
+from trainforge_kernels.testing import test_device as _device
+
+SHAPES = [(1,), (7,), (1000,), (1025,), (3, 333), (2, 5, 129)]
+
+
+def _inputs(shape, seed, device="cpu", dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    p = torch.randn(shape, generator=gen)
+    g = torch.randn(shape, generator=gen) * 1e-2
+    m = torch.randn(shape, generator=gen) * 1e-2
+    h = torch.rand(shape, generator=gen) * 1e-4
+    h.view(-1)[::5] = 0.0  # h = 0 coordinates saturate to sign(m)
+    h.view(-1)[1::7] *= -1.0  # negative Hutchinson estimates (for clamp_hessian)
+    return [t.to(device=device, dtype=dtype) for t in (p, g, m, h)]
+
+
+def _sophia_py(p, g, m, h, lr, beta1, rho, bs, wd, maximize=False):
+    """Liuhong99/Sophia:sophia.py `_single_tensor_sophiag`, re-stated (non-capturable)."""
+    grad = -g if maximize else g
+    p.mul_(1 - lr * wd)
+    m.mul_(beta1).add_(grad, alpha=1 - beta1)
+    ratio = (m.abs() / (rho * bs * h + 1e-15)).clamp(None, 1)
+    p.addcmul_(m.sign(), ratio, value=-lr)
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_reference_is_sophia_py_bit_for_bit(shape, maximize):
+    p, g, m, h = _inputs(shape, seed=1)
+    h = h.abs()  # SophiaG's Hessian EMA is never negative
+    p1, m1, p2, m2 = p.clone(), m.clone(), p.clone(), m.clone()
+    _sophia_py(p1, g, m1, h, 3e-4, 0.965, 0.05, 5120, 0.2, maximize)
+    sophia_update(p2, g, m2, h, 3e-4, 0.965, 0.05 * 5120, 0.2, 1e-15, maximize)
+    assert torch.equal(m1, m2)
+    assert torch.equal(p1, p2)
+
+
+def test_h_zero_gives_sign_step_after_decay():
+    p, g, m, _ = _inputs((257,), seed=2)
+    h = torch.zeros_like(p)
+    p0 = p.clone()
+    m_new = 0.9 * m + 0.1 * g
+    sophia_update(p, g, m, h, 1e-3, 0.9, 100.0, 0.1, 1e-15)
+    expected = p0 * (1 - 1e-3 * 0.1) - 1e-3 * torch.sign(m_new)
+    torch.testing.assert_close(p, expected, rtol=0, atol=1e-7)
+
+
+def test_clamp_hessian_saturates_negative_coordinates():
+    p, g, m, h = _inputs((500,), seed=3)
+    neg = h < 0
+    assert neg.any()
+    p0 = p.clone()
+    sophia_update(p, g, m, h, 1e-2, 0.9, 1.0, 0.0, 1e-12, clamp_hessian=True)
+    step = p - p0
+    torch.testing.assert_close(step[neg], -1e-2 * torch.sign(m[neg]), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("clamp_hessian", [False, True])
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("shape", [*SHAPES, (4099, 3)])
+def test_triton_matches_reference(shape, maximize, clamp_hessian, monkeypatch):
+    reason = needs_interpreter_reason()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setenv("TRAINFORGE_KERNELS", "triton")
+    device = _device()
+    from trainforge_kernels.sophia_update import _sophia_update_triton
+
+    p, g, m, h = _inputs(shape, seed=hash(shape) % 1000, device=device)
+    if not clamp_hessian:
+        h = h.abs()
+    p_ref, m_ref = p.clone(), m.clone()
+    sophia_update_reference(p_ref, g, m_ref, h, lr=3e-4, beta1=0.965, rho_bs=256.0,
+                            weight_decay=0.2, eps=1e-15, maximize=maximize,
+                            clamp_hessian=clamp_hessian)  # fmt: skip
+    # poisoned state would survive in any element the kernel skipped
+    p_tri, m_tri = poisoned_like(p), poisoned_like(m)
+    p_tri.copy_(p)
+    m_tri.copy_(m)
+    _sophia_update_triton(p_tri, g, m_tri, h, 3e-4, 0.965, 256.0, 0.2, 1e-15, maximize,
+                          clamp_hessian)  # fmt: skip
+    torch.testing.assert_close(m_tri, m_ref, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(p_tri, p_ref, rtol=1e-6, atol=1e-7)
+
+
+def test_triton_bf16_state(monkeypatch):
+    reason = needs_interpreter_reason()
+    if reason:
+        pytest.skip(reason)
+    from trainforge_kernels.sophia_update import _sophia_update_triton
+
+    p, g, m, h = _inputs((1030,), seed=5, device=_device(), dtype=torch.bfloat16)
+    h = h.abs()
+    p32, m32 = p.float(), m.float()
+    sophia_update_reference(p32, g.float(), m32, h.float(), lr=1e-2, beta1=0.9, rho_bs=256.0,
+                            weight_decay=0.1, eps=1e-15)  # fmt: skip
+    _sophia_update_triton(p, g, m, h, 1e-2, 0.9, 256.0, 0.1, 1e-15, False, False)
+    torch.testing.assert_close(p.float(), p32, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(m.float(), m32, rtol=1e-2, atol=1e-3)
+
+
+def test_custom_op_is_registered_with_fake():
+    assert "sophia_update" in kernels()
+    p, g, m, h = _inputs((4, 8), seed=6)
+    torch.library.opcheck(
+        torch.ops.trainforge.sophia_update.default,
+        (p, g, m, h.abs(), 1e-3, 0.9, 10.0, 0.1, 1e-15, False, False),
+        test_utils=("test_schema", "test_faketensor"),
+    )
+
+
+def test_bench_cases_agree_on_cpu():
+    (case, *_) = kernels()["sophia_update"].bench_cases()
+    assert case.bytes_moved > 0
+    a = case.make(torch.device("cpu"))
+    b = [t.clone() for t in a]
+    out = case.torch_fn(*a)
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out, b[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"beta1": 1.0}, "beta1"),
+        ({"rho_bs": -1.0}, "rho_bs"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"eps": 0.0}, "eps"),
+    ],
+)
+def test_bad_scalars(kwargs, match):
+    p, g, m, h = _inputs((8,), seed=7)
+    args = {"lr": 1e-3, "beta1": 0.9, "rho_bs": 1.0, "weight_decay": 0.0, "eps": 1e-15}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sophia_update(p, g, m, h, **args)
+
+
+def test_bad_tensors():
+    p, g, m, h = _inputs((8,), seed=8)
+    with pytest.raises(ValueError, match="shape"):
+        sophia_update(p, g[:4], m, h, 1e-3, 0.9, 1.0, 0.0, 1e-15)
+    with pytest.raises(TypeError, match="floating"):
+        sophia_update(p, g.long(), m, h, 1e-3, 0.9, 1.0, 0.0, 1e-15)

@@ -26,6 +26,7 @@ import statistics
 import time
 
 import torch
+
 from trainforge_sophia import SophiaG
 
 SIZES = {

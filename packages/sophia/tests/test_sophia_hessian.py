@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import trainforge_sophia.hessian as hess
 from torch import nn
+
+import trainforge_sophia.hessian as hess
 from trainforge_sophia import (
     SophiaG,
     SophiaH,

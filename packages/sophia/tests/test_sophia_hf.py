@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_sophia import SophiaG, decay_groups
 from trainforge_sophia.hf import SophiaCallback
 

@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
-import trainforge_sophia.optimizer as sopt
 from torch import nn
+
+import trainforge_sophia.optimizer as sopt
 from trainforge_sophia import SophiaG, SophiaH, decay_groups
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from trainforge_sophia import SophiaG, decay_groups, maybe_update_hessian
 
 from trainforge_core.data import LMData
 from trainforge_core.models import tiny_llama
 from trainforge_core.train import TrainConfig, train_lm
+from trainforge_sophia import SophiaG, decay_groups, maybe_update_hessian
 
 VOCAB = 32
 

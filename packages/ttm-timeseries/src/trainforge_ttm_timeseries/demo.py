@@ -42,8 +42,8 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, std: torch.Tensor, keep: t
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     torch.manual_seed(seed)
     start = time.perf_counter()
-    pre_steps, pre_batch, ft_steps, ft_batch = (6, 16, 4, 8) if quick else (300, 64, 120, 32)
-    pre_stride, test_stride, ft_stride = (96, 672, 8) if quick else (4, 24, 1)
+    pre_steps, pre_batch, ft_steps, ft_batch = (4, 16, 2, 4) if quick else (120, 32, 30, 8)
+    pre_stride, test_stride, ft_stride = (96, 672, 8) if quick else (4, 48, 1)
 
     src, names = load_tmy3(PRETRAIN_STATION)
     held, _ = load_tmy3(HELDOUT_STATION)

@@ -42,8 +42,8 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, std: torch.Tensor, keep: t
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     torch.manual_seed(seed)
     start = time.perf_counter()
-    pre_steps, pre_batch, ft_steps, ft_batch = (4, 16, 2, 4) if quick else (120, 32, 30, 8)
-    pre_stride, test_stride, ft_stride = (96, 672, 8) if quick else (4, 48, 1)
+    pre_steps, pre_batch, ft_steps, ft_batch = (2, 8, 1, 2) if quick else (120, 32, 30, 8)
+    pre_stride, test_stride, ft_stride = (192, 1344, 32) if quick else (4, 48, 1)
 
     src, names = load_tmy3(PRETRAIN_STATION)
     held, _ = load_tmy3(HELDOUT_STATION)
@@ -95,7 +95,7 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     z_mse, z_mae = _scores(zero, test_y, std, keep)
     f_mse, f_mae = _scores(fewshot, test_y, std, keep)
 
-    bench_batch = 16 if quick else 64
+    bench_batch = 4 if quick else 64
     batch = torch.randn(bench_batch, CONTEXT, held.shape[1]) * std + torch.from_numpy(held.mean(0))
     model.eval()
     with torch.inference_mode():

@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+
 from trainforge_ttm_timeseries import TTMConfig, TTMForPrediction, load_tsfm_state_dict
 
 

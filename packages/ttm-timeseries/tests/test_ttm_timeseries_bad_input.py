@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_ttm_timeseries import TTMConfig, TTMForPrediction, forecast_loss
 from trainforge_ttm_timeseries.pretraining import predict, train_forecaster
 

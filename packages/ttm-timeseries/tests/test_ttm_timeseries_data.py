@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+
 from trainforge_ttm_timeseries import FREQUENCY_MAPPING, frequency_token
 from trainforge_ttm_timeseries.pretraining import (
     ForecastWindows,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import PatchTSMixerConfig, PatchTSMixerForPrediction
+
 from trainforge_ttm_timeseries import (
     TTMConfig,
     TTMForPrediction,
     load_patchtsmixer_state_dict,
     load_tsfm_state_dict,
 )
-from transformers import PatchTSMixerConfig, PatchTSMixerForPrediction
 
 
 @pytest.mark.parametrize("mode", ["common_channel", "mix_channel"])

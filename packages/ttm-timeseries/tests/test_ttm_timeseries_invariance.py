@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from trainforge_ttm_timeseries import TTMConfig, TTMForPrediction
 from trainforge_ttm_timeseries.pretraining import finetune_recipe
 

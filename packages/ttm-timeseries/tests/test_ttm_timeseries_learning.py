@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from trainforge_ttm_timeseries import TTMConfig, TTMForPrediction
 from trainforge_ttm_timeseries.pretraining import (
     ForecastWindows,

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+
 from trainforge_ttm_timeseries import TTMConfig, TTMForPrediction
 from trainforge_ttm_timeseries.modeling import AdaptivePatchingLevel
 

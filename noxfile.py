@@ -115,7 +115,7 @@ def tests(session: nox.Session, package: str) -> None:
 
 def _pytest_everything(session: nox.Session, *args: str, **kwargs) -> None:
     """Every member's tests (plus ``args``) in one environment with all packages."""
-    _sync(session, "--all-packages", "--all-groups")
+    _sync(session, "--all-packages", "--group", "test")
     test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
     session.run("pytest", *test_dirs, "--import-mode=importlib", *args, **kwargs)
 

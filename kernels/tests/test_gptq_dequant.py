@@ -10,9 +10,9 @@ import torch
 
 from trainforge_kernels.gptq_dequant import (
     gptq_dequantize,
-    gptq_dequantize_ref,
+    gptq_dequantize_reference,
     gptq_matmul,
-    gptq_matmul_ref,
+    gptq_matmul_reference,
 )
 from trainforge_kernels.testing import needs_interpreter_reason, poisoned_like
 from trainforge_kernels.testing import test_device as _device
@@ -48,7 +48,7 @@ def _decode(word_stream: list[int], bits: int, idx: int) -> int:
 def test_reference_matches_per_element_decode(bits, offset):
     k, n, gs = 64, 32, 16
     _, qw, qz, s, g = _inputs(k, n, bits, gs, act_order=True)
-    w = gptq_dequantize_ref(qw, qz, s, g, bits, offset)
+    w = gptq_dequantize_reference(qw, qz, s, g, bits, offset)
     run = 32 // math.gcd(32, bits)
     words = run * bits // 32
     for i, o in [(0, 0), (k - 1, n - 1), (10, 21), (33, 5), (21, 30)]:
@@ -73,12 +73,12 @@ def test_triton_matches_reference(bits, k, n, gs, m):
         pytest.skip("shape not packable at this width")
     dev = _device()
     x, qw, qz, s, g = _inputs(k, n, bits, gs, m=m, act_order=(m % 2 == 1), device=dev)
-    ref_w = gptq_dequantize_ref(qw, qz, s, g, bits, 1)
+    ref_w = gptq_dequantize_reference(qw, qz, s, g, bits, 1)
     out = gptq_dequantize_triton(qw, qz, s, g, bits, 1, out_dtype=torch.float32)
     assert not torch.isnan(out).any()
     torch.testing.assert_close(out, ref_w, rtol=0, atol=0)
     for off in (0, 1):
-        ref = gptq_matmul_ref(x, qw, qz, s, g, bits, off)
+        ref = gptq_matmul_reference(x, qw, qz, s, g, bits, off)
         got = gptq_matmul_triton(x, qw, qz, s, g, bits, off)
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)
 
@@ -98,7 +98,7 @@ def test_triton_writes_every_output_element(monkeypatch):
 def test_custom_ops_and_fake():
     x, qw, qz, s, g = _inputs(64, 32, 4, 32, m=4)
     out = torch.ops.trainforge.gptq_matmul(x, qw, qz, s, g, 4, 1)
-    torch.testing.assert_close(out, gptq_matmul_ref(x, qw, qz, s, g, 4, 1))
+    torch.testing.assert_close(out, gptq_matmul_reference(x, qw, qz, s, g, 4, 1))
     w = gptq_dequantize(qw, qz, s.half(), g, 4, 0)
     assert w.dtype == torch.float16 and w.shape == (64, 32)
     torch.library.opcheck(torch.ops.trainforge.gptq_matmul.default, (x, qw, qz, s, g, 4, 1))

@@ -101,7 +101,7 @@ def unpack_codes(packed: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
     return out.to(torch.int32).movedim(0, dim)
 
 
-def gptq_dequantize_ref(
+def gptq_dequantize_reference(
     qweight: torch.Tensor,
     qzeros: torch.Tensor,
     scales: torch.Tensor,
@@ -116,7 +116,7 @@ def gptq_dequantize_ref(
     return scales.float()[g] * (q - z[g]).float()
 
 
-def gptq_matmul_ref(
+def gptq_matmul_reference(
     x: torch.Tensor,
     qweight: torch.Tensor,
     qzeros: torch.Tensor,
@@ -126,7 +126,7 @@ def gptq_matmul_ref(
     zero_offset: int,
 ) -> torch.Tensor:
     """Plain-torch ``x @ dequantize(...)`` in float32, returned in ``x.dtype``."""
-    w = gptq_dequantize_ref(qweight, qzeros, scales, g_idx, bits, zero_offset)
+    w = gptq_dequantize_reference(qweight, qzeros, scales, g_idx, bits, zero_offset)
     return (x.float() @ w).to(x.dtype)
 
 
@@ -320,7 +320,7 @@ def gptq_dequantize(
     _check(qweight, qzeros, scales, g_idx, bits, zero_offset)
     if use_triton(qweight, qzeros, scales, g_idx):
         return gptq_dequantize_triton(qweight, qzeros, scales, g_idx, bits, zero_offset)
-    return gptq_dequantize_ref(qweight, qzeros, scales, g_idx, bits, zero_offset).to(scales.dtype)
+    return gptq_dequantize_reference(qweight, qzeros, scales, g_idx, bits, zero_offset).to(scales.dtype)
 
 
 @gptq_dequantize.register_fake
@@ -344,7 +344,7 @@ def gptq_matmul(
         raise ValueError(f"x must be a float tensor [..., {in_f}], got {x.dtype} {tuple(x.shape)}")
     if use_triton(x, qweight, qzeros, scales, g_idx):
         return gptq_matmul_triton(x, qweight, qzeros, scales, g_idx, bits, zero_offset)
-    return gptq_matmul_ref(x, qweight, qzeros, scales, g_idx, bits, zero_offset)
+    return gptq_matmul_reference(x, qweight, qzeros, scales, g_idx, bits, zero_offset)
 
 
 @gptq_matmul.register_fake
@@ -398,7 +398,7 @@ def _bench_cases() -> list[BenchCase]:
                 shape=f"M={m} K={k} N={n} 4bit g128{' act-order' if act else ''}",
                 make=lambda dev, m=m, k=k, n=n, act=act: _bench_inputs(dev, m, k, n, act_order=act),
                 triton_fn=gptq_matmul_triton,
-                torch_fn=gptq_matmul_ref,
+                torch_fn=gptq_matmul_reference,
                 bytes_moved=packed + m * k * 2 + m * n * 2,
                 flops=2 * m * k * n,
                 atol=5e-2,
@@ -412,7 +412,7 @@ def _bench_cases() -> list[BenchCase]:
             shape=f"K={k} N={n} 4bit g128",
             make=lambda dev: _bench_inputs(dev, 1, k, n)[1:],
             triton_fn=gptq_dequantize_triton,
-            torch_fn=lambda *a: gptq_dequantize_ref(*a).to(torch.float16),
+            torch_fn=lambda *a: gptq_dequantize_reference(*a).to(torch.float16),
             bytes_moved=k * n // 2 + (k // 128) * n * 2 + k * n * 2,
             atol=1e-2,
             rtol=1e-2,

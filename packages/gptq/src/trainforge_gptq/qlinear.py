@@ -150,7 +150,7 @@ class GPTQLinear(nn.Module):
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as ``[out, in]`` (as the source layer's ``nn.Linear`` weight)."""
         ops = _ops()
-        w = ops.gptq_dequantize_ref(
+        w = ops.gptq_dequantize_reference(
             self.qweight, self.qzeros, self.scales, self.g_idx, self.bits, self.zero_offset
         )
         return w.t().to(dtype)
@@ -159,7 +159,7 @@ class GPTQLinear(nn.Module):
         ops = _ops()
         args = (self.qweight, self.qzeros, self.scales, self.g_idx, self.bits, self.zero_offset)
         if self.backend == "torch":
-            y = ops.gptq_matmul_ref(x, *args)
+            y = ops.gptq_matmul_reference(x, *args)
         elif self.backend == "triton":
             y = ops.gptq_matmul_triton(x, *args)
         else:

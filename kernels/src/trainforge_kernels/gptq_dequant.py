@@ -320,7 +320,8 @@ def gptq_dequantize(
     _check(qweight, qzeros, scales, g_idx, bits, zero_offset)
     if use_triton(qweight, qzeros, scales, g_idx):
         return gptq_dequantize_triton(qweight, qzeros, scales, g_idx, bits, zero_offset)
-    return gptq_dequantize_reference(qweight, qzeros, scales, g_idx, bits, zero_offset).to(scales.dtype)
+    weight = gptq_dequantize_reference(qweight, qzeros, scales, g_idx, bits, zero_offset)
+    return weight.to(scales.dtype)
 
 
 @gptq_dequantize.register_fake

@@ -76,10 +76,13 @@ def sltrain_materialize_reference(
     B: torch.Tensor, A: torch.Tensor, values: torch.Tensor, index: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """Plain-torch ``scale * B @ A + scatter(values at index)`` in ``B``'s dtype."""
-    out = torch.empty(B.shape[0], A.shape[1], device=B.device, dtype=B.dtype)
-    torch.addmm(out, B, A.to(B.dtype), beta=0.0, alpha=scale, out=out)
+    # beta=0: the uninitialised input is ignored; alpha folds the scale into the GEMM.
+    empty = torch.empty(B.shape[0], A.shape[1], device=B.device, dtype=B.dtype)
+    out = torch.addmm(empty, B, A.to(B.dtype), beta=0.0, alpha=scale)
     if index.numel():
-        out.view(-1).index_add_(0, index, values.to(B.dtype))
+        out = out.view(-1).index_add(0, index, values.to(B.dtype)).view_as(out) \
+            if torch.is_grad_enabled() and (out.requires_grad or values.requires_grad) \
+            else out.view(-1).index_add_(0, index, values.to(B.dtype)).view_as(out)
     return out
 
 

@@ -56,6 +56,8 @@ class ToySetup:
     steps: int = 300
     batch_size: int = 16
     seq_len: int = 64
+    eval_batches: int = 8
+    evals: int = 5
 
 
 def _linear_shapes(setup: ToySetup) -> list[tuple[int, int]]:
@@ -162,7 +164,10 @@ def compare(
 
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
-    setup = ToySetup(steps=60, layers=2) if quick else ToySetup(steps=600, layers=4)
+    if quick:
+        setup = ToySetup(steps=40, layers=2, eval_batches=4, evals=2)
+    else:
+        setup = ToySetup(steps=600, layers=4)
     runs = compare(setup, seed=seed, progress=not quick)
     full, low, sl = runs["full-rank"], runs["low-rank"], runs["sltrain"]
     lowrank = matched_lowrank_rank(setup)

@@ -230,7 +230,10 @@ class SLTrainLinear(nn.Module):
         nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)
         B = torch.zeros(out_features, rank, **factory)
         # splora_linear.py (_init_sparse_parameters): randperm(out*in)[:nnz], sorted.
-        index = torch.randperm(numel, generator=generator)[:nnz].sort().values.to(idx_dtype)
+        # randperm in the index dtype: the transient is 4 bytes per weight entry for int32.
+        perm = torch.randperm(numel, generator=generator, dtype=idx_dtype)
+        index = perm[:nnz].sort().values
+        del perm
         bound = 1.0 / math.sqrt(in_features)  # splora_linear.py: values U(-1/sqrt(in), ...)
         values = torch.empty(nnz, **factory).uniform_(-bound, bound, generator=generator)
         self.lora_A = nn.Parameter(A.to(device))

@@ -9,7 +9,7 @@ a sparse matrix on a fixed random support::
 there. The reference extension (andyjm3/SLTrain:sparse-lora/sparse_linear.cpp) builds W with
 ``mm`` and ``scatter_add_``; this op does the same in one custom op:
 
-- torch reference: ``addmm`` with ``alpha=scale`` (the scale folded into the GEMM), then
+- torch reference: ``mm`` of ``scale * B`` (the scale on the small factor) and ``A``, then
   ``index_add_`` of the values (duplicates add up, as with ``scatter_add_``);
 - Triton: a tiled GEMM kernel that writes ``scale * B @ A`` (fp32 accumulation, the scale
   applied in the epilogue) followed by a scatter kernel that atomically adds the values. The
@@ -76,13 +76,14 @@ def sltrain_materialize_reference(
     B: torch.Tensor, A: torch.Tensor, values: torch.Tensor, index: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """Plain-torch ``scale * B @ A + scatter(values at index)`` in ``B``'s dtype."""
-    # beta=0: the uninitialised input is ignored; alpha folds the scale into the GEMM.
-    empty = torch.empty(B.shape[0], A.shape[1], device=B.device, dtype=B.dtype)
-    out = torch.addmm(empty, B, A.to(B.dtype), beta=0.0, alpha=scale)
+    # The scale goes on the small factor B ([out, r]), so W is allocated and written once.
+    out = torch.mm(B if scale == 1.0 else B * scale, A.to(B.dtype))
     if index.numel():
-        out = out.view(-1).index_add(0, index, values.to(B.dtype)).view_as(out) \
-            if torch.is_grad_enabled() and (out.requires_grad or values.requires_grad) \
+        out = (
+            out.view(-1).index_add(0, index, values.to(B.dtype)).view_as(out)
+            if torch.is_grad_enabled() and (out.requires_grad or values.requires_grad)
             else out.view(-1).index_add_(0, index, values.to(B.dtype)).view_as(out)
+        )
     return out
 
 

@@ -5,7 +5,7 @@ alpha 32, one batch of 8 x 256 tokens, float32 on CPU. Three layers are compared
 
 - ``dense``: ``nn.Linear(d, d)``;
 - ``sltrain``: this package's :class:`SLTrainLinear` (int32 support, torch reference
-  materialisation with the scale folded into ``addmm``, recompute in backward);
+  materialisation with the scale applied to the small factor B, recompute in backward);
 - ``reference-algo``: the algorithm of andyjm3/SLTrain:sparse-lora/sparse_linear.cpp
   re-expressed as a Python ``autograd.Function`` (``lora_A * scale`` built outside the
   function, ``B.mm(sA)``, ``scatter_add_`` with an int64 index, the same backward). It is not

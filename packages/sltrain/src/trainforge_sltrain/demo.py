@@ -165,8 +165,16 @@ def compare(
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     if quick:
-        setup = ToySetup(hidden=64, layers=2, rank=4, sparsity=0.1, steps=30, batch_size=8,
-                         eval_batches=2, evals=1)
+        setup = ToySetup(
+            hidden=64,
+            layers=2,
+            rank=4,
+            sparsity=0.1,
+            steps=30,
+            batch_size=8,
+            eval_batches=2,
+            evals=1,
+        )
     else:
         setup = ToySetup(steps=600, layers=4)
     runs = compare(setup, seed=seed, progress=not quick)

@@ -10,9 +10,11 @@ from trainforge_sltrain.demo import ToySetup, compare, matched_lowrank_rank
 from trainforge_core.data import kjv_lm_data
 
 # hidden 128, 2 layers: SLTrain r=8, delta=0.1 against pure low-rank r=16 (closest budget).
-# CALIBRATED on one seed only (the demo's setup, 60 steps, seed 0: SLTrain 5.84, low-rank
-# 5.95, full-rank 5.71 nats); the shared machine was too loaded to run all three seeds before
-# the deadline, so the tolerance is 0 and a margin still needs measuring.
+# Measured 2026-11-28 (OMP_NUM_THREADS=1, seeds 0-2, held-out nats): full-rank 5.29/5.34/5.14,
+# low-rank r=16 5.59/5.61/5.60, SLTrain 5.81/5.47/5.68 -> mean SLTrain 5.65 > low-rank 5.60:
+# the paper's direction does NOT hold at 100 steps here (it did in the 40-step demo draft,
+# seed 0 only). Kept as a strict xfail so that a recalibration (longer runs, other r/delta)
+# that makes it pass is noticed.
 SETUP = ToySetup(
     hidden=128,
     layers=2,
@@ -28,6 +30,7 @@ SETUP = ToySetup(
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: SLTrain 5.65 vs low-rank 5.60 nats (3 seeds)")
 def test_sltrain_beats_matched_lowrank_over_seeds():
     assert matched_lowrank_rank(SETUP) == 16
     data = kjv_lm_data(SETUP.vocab)

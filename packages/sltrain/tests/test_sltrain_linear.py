@@ -1,0 +1,207 @@
+"""SLTrainLinear: forward and gradients against a plain autograd graph, support, init."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from trainforge_sltrain import SLTrainLinear, sltrain_linear_function, sltrain_linear_params
+
+
+def _layer(in_f=24, out_f=16, rank=4, sparsity=0.1, alpha=8.0, bias=True, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return SLTrainLinear(in_f, out_f, rank, sparsity, alpha, bias, generator=g, **kw)
+
+
+def _reference(layer: SLTrainLinear, x: torch.Tensor, B, A, values, bias):
+    """W = s*B@A + S written as an ordinary autograd graph (dense scatter, no custom op)."""
+    S = torch.zeros(layer.out_features * layer.in_features, dtype=values.dtype)
+    S = S.scatter_add(0, layer.sparse_index.long(), values).view(layer.out_features, -1)
+    W = (layer.alpha / layer.rank) * B @ A + S
+    out = x @ W.t()
+    return out + bias if bias is not None else out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_all_gradients_match_plain_autograd(bias):
+    layer = _layer(bias=bias)
+    with torch.no_grad():  # B = 0 at init would make grad_A vanish; give it a value
+        layer.lora_B.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    out = layer(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(out, [x, *layer.parameters()], g)
+
+    leaves = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    named = dict(zip([n for n, _ in layer.named_parameters()], leaves, strict=True))
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref = _reference(
+        layer, x_ref, named["lora_B"], named["lora_A"], named["sparse_value"], named.get("bias")
+    )
+    ref_grads = torch.autograd.grad(ref, [x_ref, *leaves], g)
+
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcheck_float64():
+    layer = _layer(in_f=5, out_f=6, rank=2, sparsity=0.3, dtype=torch.float64)
+    B = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
+    A = layer.lora_A.detach().clone().requires_grad_(True)
+    v = layer.sparse_value.detach().clone().requires_grad_(True)
+    b = layer.bias.detach().clone().requires_grad_(True)
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    idx = layer.sparse_index
+    assert torch.autograd.gradcheck(
+        lambda x, B, A, v, b: sltrain_linear_function(x, B, A, v, idx, b, layer.scaling),
+        (x, B, A, v, b),
+    )
+
+
+def test_no_saved_tensor_has_the_dense_weight_shape():
+    layer = _layer(in_f=40, out_f=32, rank=4)
+    shapes = []
+
+    def pack(t):
+        shapes.append(tuple(t.shape))
+        return t
+
+    x = torch.randn(7, 40, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x).sum().backward()
+    assert shapes, "the hook saw no saved tensor: the test would pass vacuously"
+    assert (32, 40) not in shapes and (40, 32) not in shapes
+    # A dense nn.Linear, by contrast, does save its weight (the hook works).
+    dense_shapes = []
+    lin = torch.nn.Linear(40, 32)
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: dense_shapes.append(tuple(t.shape)) or t, lambda t: t
+    ):
+        lin(x).sum().backward()
+    assert (32, 40) in dense_shapes or (40, 32) in dense_shapes
+
+
+def test_support_size_unique_sorted_and_seeded():
+    layer = _layer(in_f=30, out_f=20, sparsity=0.07)
+    idx = layer.sparse_index
+    assert idx.numel() == int(0.07 * 600) == layer.nnz
+    assert idx.dtype == torch.int32
+    assert torch.unique(idx).numel() == idx.numel()
+    assert bool((idx[1:] > idx[:-1]).all()) and int(idx.min()) >= 0 and int(idx.max()) < 600
+    again = _layer(in_f=30, out_f=20, sparsity=0.07)
+    other = _layer(in_f=30, out_f=20, sparsity=0.07, seed=1)
+    assert torch.equal(idx, again.sparse_index)
+    assert not torch.equal(idx, other.sparse_index)
+    for (n, p), q in zip(layer.named_parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+def test_support_survives_state_dict_round_trip():
+    src = _layer(seed=3)
+    dst = _layer(seed=4)
+    assert not torch.equal(src.sparse_index, dst.sparse_index)
+    dst.load_state_dict(src.state_dict())
+    assert torch.equal(src.sparse_index, dst.sparse_index)
+    x = torch.randn(2, 24)
+    torch.testing.assert_close(src(x), dst(x), atol=0, rtol=0)
+
+
+def test_reference_state_dict_with_int64_index_loads():
+    src = _layer(index_dtype=torch.int64)
+    dst = _layer(seed=9)
+    dst.load_state_dict(src.state_dict())  # reference checkpoints store int64 indices
+    assert dst.sparse_index.dtype == torch.int32
+    assert torch.equal(dst.sparse_index.long(), src.sparse_index)
+
+
+def test_init_is_the_sparse_part_alone():
+    layer = _layer(in_f=400, out_f=300, rank=8, sparsity=0.05)
+    assert torch.count_nonzero(layer.lora_B) == 0
+    x = torch.randn(6, 400)
+    S = torch.zeros(300 * 400).index_add_(0, layer.sparse_index, layer.sparse_value.detach())
+    want = x @ S.view(300, 400).t() + layer.bias.detach()
+    torch.testing.assert_close(layer(x).detach(), want, atol=1e-5, rtol=1e-5)
+    # U(-1/sqrt(in), 1/sqrt(in)) has std 1/sqrt(3 in)
+    std = float(layer.sparse_value.detach().std())
+    assert abs(std - 1 / math.sqrt(3 * 400)) < 0.03 / math.sqrt(3 * 400) * 3
+    assert float(layer.bias.abs().max()) <= 1 / math.sqrt(300)
+    bound_a = 1 / math.sqrt(400)  # kaiming_uniform(a=sqrt(5)) on [r, in]: U(-1/sqrt(in), ..)
+    assert float(layer.lora_A.abs().max()) <= bound_a
+
+
+def test_zero_sparsity_is_pure_low_rank():
+    layer = _layer(sparsity=0.0)
+    assert layer.nnz == 0
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(4, 24)
+    want = x @ (layer.scaling * layer.lora_B @ layer.lora_A).t() + layer.bias
+    torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_to_linear_computes_the_same_function():
+    layer = _layer()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 24)
+    lin = layer.to_linear()
+    assert type(lin) is torch.nn.Linear
+    torch.testing.assert_close(lin(x), layer(x), atol=1e-5, rtol=1e-5)
+
+
+def test_parameter_count_closed_form():
+    layer = _layer(in_f=50, out_f=30, rank=5, sparsity=0.03)
+    count = sum(p.numel() for p in layer.parameters())
+    assert count == 5 * 80 + int(0.03 * 1500) + 30 == sltrain_linear_params(50, 30, 5, 0.03)
+    assert sltrain_linear_params(50, 30, 5, 0.03, bias=False) == count - 30
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(rank=0), ValueError),
+        (dict(rank=-2), ValueError),
+        (dict(rank=17), ValueError),  # above min(in=24, out=16)
+        (dict(rank=2.5), ValueError),
+        (dict(sparsity=1.0), ValueError),
+        (dict(sparsity=-0.1), ValueError),
+        (dict(sparsity=1.5), ValueError),
+        (dict(sparsity="0.1"), TypeError),
+        (dict(sparsity=1e-5), ValueError),  # no entries at all
+        (dict(alpha=0.0), ValueError),
+        (dict(alpha=float("nan")), ValueError),
+        (dict(index_dtype=torch.int16), TypeError),
+        (dict(in_f=0), ValueError),
+    ],
+)
+def test_bad_layer_arguments(kwargs, error):
+    with pytest.raises(error):
+        _layer(**kwargs)
+
+
+def test_int32_support_too_large_is_refused_before_allocating():
+    with pytest.raises(ValueError, match="int32"):
+        SLTrainLinear(65536, 65536, rank=1, sparsity=1e-9, index_dtype=torch.int32)
+
+
+def test_bad_forward_inputs():
+    layer = _layer()
+    with pytest.raises(ValueError, match="last dimension 24"):
+        layer(torch.randn(3, 23))
+    with pytest.raises(TypeError):
+        layer([1.0] * 24)
+    idx = layer.sparse_index
+    with pytest.raises(ValueError):
+        sltrain_linear_function(
+            torch.randn(2, 7), layer.lora_B, layer.lora_A, layer.sparse_value, idx
+        )
+    with pytest.raises(ValueError):
+        sltrain_linear_function(
+            torch.randn(2, 24), layer.lora_B, layer.lora_A, layer.sparse_value, idx, torch.zeros(3)
+        )
+    with pytest.raises(TypeError):
+        sltrain_linear_function(torch.randn(2, 24), None, layer.lora_A, layer.sparse_value, idx)
+    with pytest.raises(ValueError):
+        sltrain_linear_params(10, 10, 0, 0.1)

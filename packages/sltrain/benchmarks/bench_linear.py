@@ -40,9 +40,9 @@ import time
 
 import torch
 from torch import nn
-from trainforge_sltrain import SLTrainLinear, training_state_bytes
 
 from trainforge_core.bench import peak_memory
+from trainforge_sltrain import SLTrainLinear, training_state_bytes
 
 RANK, SPARSITY, ALPHA, TOKENS = 128, 0.03, 32.0, 8 * 256
 

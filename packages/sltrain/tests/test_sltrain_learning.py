@@ -5,9 +5,9 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from trainforge_sltrain.demo import ToySetup, compare, matched_lowrank_rank
 
 from trainforge_core.data import kjv_lm_data
+from trainforge_sltrain.demo import ToySetup, compare, matched_lowrank_rank
 
 # hidden 128, 2 layers: SLTrain r=8, delta=0.1 against pure low-rank r=16 (closest budget).
 # Measured 2026-11-28 (OMP_NUM_THREADS=1, seeds 0-2, held-out nats): full-rank 5.29/5.34/5.14,

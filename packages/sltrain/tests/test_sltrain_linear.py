@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from trainforge_sltrain import SLTrainLinear, sltrain_linear_function, sltrain_linear_params
 
 

@@ -8,6 +8,10 @@ import warnings
 import pytest
 import torch
 from torch import nn
+
+from trainforge_core.errors import NoEffectWarning
+from trainforge_core.models import tiny_llama, tiny_llama_config
+from trainforge_core.surgery import count_parameters
 from trainforge_sltrain import (
     SLTrainLinear,
     apply_sltrain,
@@ -19,10 +23,6 @@ from trainforge_sltrain import (
     sltrain_linear_params,
     training_state_bytes,
 )
-
-from trainforge_core.errors import NoEffectWarning
-from trainforge_core.models import tiny_llama, tiny_llama_config
-from trainforge_core.surgery import count_parameters
 
 _PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

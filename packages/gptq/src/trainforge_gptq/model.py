@@ -224,23 +224,19 @@ def quantize_model(
     was_training = model.training
     model.eval()
 
+    def record(full: str, lin: nn.Module, res: QuantResult) -> None:
+        """Write the fake-quantized weight into the layer and report it."""
+        lin.weight.data = res.weight(lin.weight.dtype)
+        results[full] = (lin, res)
+        shape = tuple(lin.weight.shape)
+        report.layers.append(
+            LayerReport(full, shape, res.loss, res.seconds, res.damp_percent, False)
+        )
+
     if method == "rtn":
         for i, linears in found.items():
             for name, lin in linears.items():
-                res = rtn_quantize(lin, cfg)
-                lin.weight.data = res.weight(lin.weight.dtype)
-                full = f"{path}.{i}.{name}"
-                results[full] = (lin, res)
-                report.layers.append(
-                    LayerReport(
-                        full,
-                        tuple(lin.weight.shape),
-                        res.loss,
-                        res.seconds,
-                        res.damp_percent,
-                        False,
-                    )
-                )
+                record(f"{path}.{i}.{name}", lin, rtn_quantize(lin, cfg))
     else:
         batches = _batches(calibration)
         report.n_sequences = sum(b.shape[0] for b, _ in batches)
@@ -272,21 +268,8 @@ def quantize_model(
                         h.remove()
                 for n, g in gptqs.items():
                     res = g.quantize(cfg)
-                    lin = linears[n]
-                    lin.weight.data = res.weight(lin.weight.dtype)
-                    full = f"{path}.{i}.{n}"
-                    results[full] = (lin, res)
-                    report.layers.append(
-                        LayerReport(
-                            full,
-                            tuple(lin.weight.shape),
-                            res.loss,
-                            res.seconds,
-                            res.damp_percent,
-                            False,
-                        )
-                    )
-                    log.info("gptq %s: loss %.4g (%.2fs)", full, res.loss, res.seconds)
+                    record(f"{path}.{i}.{n}", linears[n], res)
+                    log.info("gptq %s.%d.%s: loss %.4g (%.2fs)", path, i, n, res.loss, res.seconds)
                 del gptqs
             inps = [_block_out(_call(block, x, kw)) for x, kw in zip(inps, kws, strict=True)]
 

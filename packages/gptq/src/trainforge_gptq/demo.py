@@ -42,30 +42,20 @@ def _linear_bytes(model: torch.nn.Module, fp_bytes: int) -> int:
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     del out_dir  # the caller saves the report
     data = kjv_lm_data(vocab_size=2048 if not quick else 1024)
-    if quick:
-        size = dict(hidden_size=64, num_layers=2, num_heads=4)
-        train = TrainConfig(
-            steps=20,
-            batch_size=8,
-            seq_len=64,
-            eval_every=20,
-            eval_batches=2,
-            seed=seed,
-            progress=False,
-        )
-        n_calib, n_eval = 8, 2
-    else:
-        size = dict(hidden_size=128, num_layers=2, num_heads=4)
-        train = TrainConfig(
-            steps=300,
-            batch_size=16,
-            seq_len=64,
-            eval_every=100,
-            eval_batches=8,
-            seed=seed,
-            progress=False,
-        )
-        n_calib, n_eval = 128, 8
+    # quick: a smoke run in seconds; full: a model trained enough for the grids to matter.
+    hidden, steps, batch, eval_every, eval_batches, n_calib, n_eval = (
+        (64, 20, 8, 20, 2, 8, 2) if quick else (128, 300, 16, 100, 8, 128, 8)
+    )
+    size = dict(hidden_size=hidden, num_layers=2, num_heads=4)
+    train = TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        seq_len=64,
+        eval_every=eval_every,
+        eval_batches=eval_batches,
+        seed=seed,
+        progress=False,
+    )
     model = tiny_llama(seed=seed, vocab_size=data.vocab_size, max_position_embeddings=256, **size)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     tick = time.perf_counter()

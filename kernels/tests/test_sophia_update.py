@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from trainforge_kernels import kernels
-from trainforge_kernels.sophia_update import sophia_update, sophia_update_reference
+from trainforge_kernels import sophia_update as sophia_update_module
+from trainforge_kernels.sophia_update import (
+    sophia_update,
+    sophia_update_compiled,
+    sophia_update_reference,
+)
 from trainforge_kernels.testing import needs_interpreter_reason, poisoned_like
 from trainforge_kernels.testing import test_device as _device
 
@@ -107,6 +112,77 @@ def test_triton_bf16_state(monkeypatch):
     _sophia_update_triton(p, g, m, h, 1e-2, 0.9, 256.0, 0.1, 1e-15, False, False)
     torch.testing.assert_close(p.float(), p32, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(m.float(), m32, rtol=1e-2, atol=1e-3)
+
+
+def _compiled_and_reference(shapes, seed, **flags):
+    kw = dict(lr=3e-4, beta1=0.965, rho_bs=256.0, weight_decay=0.2, eps=1e-15, **flags)
+    ours, ref = [], []
+    for i, shape in enumerate(shapes):
+        p, g, m, h = _inputs(shape, seed=seed + i)
+        if not flags.get("clamp_hessian"):
+            h = h.abs()
+        ours.append((p.clone(), g, m.clone(), h))
+        ref.append((p, g, m, h))
+    sophia_update_compiled(*(list(col) for col in zip(*ours, strict=True)), **kw)
+    for p, g, m, h in ref:
+        sophia_update_reference(p, g, m, h, **kw)
+    return ours, ref
+
+
+@pytest.mark.parametrize(("maximize", "clamp_hessian"), [(False, False), (True, True)])
+def test_compiled_matches_reference(maximize, clamp_hessian):
+    shapes = [*SHAPES, (0,), (4099, 3)]
+    ours, ref = _compiled_and_reference(shapes, 11, maximize=maximize,
+                                        clamp_hessian=clamp_hessian)  # fmt: skip
+    for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
+        # the compiler may contract multiply-adds: equal up to float rounding
+        torch.testing.assert_close(m, m_ref, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(p, p_ref, rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_handles_parameters_and_non_contiguous_tensors():
+    p, g, m, h = _inputs((6, 40), seed=12)
+    h = h.abs()
+    param = torch.nn.Parameter(p.clone())
+    p_t, g_t, m_t, h_t = (t.t() for t in (p.clone(), g, m.clone(), h))  # non-contiguous
+    kw = dict(lr=1e-2, beta1=0.9, rho_bs=64.0, weight_decay=0.1, eps=1e-15)
+    sophia_update_compiled([param, p_t], [g, g_t], [m.clone(), m_t], [h, h_t], **kw)
+    sophia_update_reference(p, g, m, h, **kw)
+    torch.testing.assert_close(param.detach(), p, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(p_t.t(), p, rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_new_lr_is_data_not_a_recompile():
+    from torch._dynamo.utils import counters
+
+    _compiled_and_reference([(50,), (5, 10)], 13)  # compiled (float32)
+    graphs = counters["stats"]["unique_graphs"]
+    for lr in (1e-3, 2e-3, 5e-4):
+        p, g, m, h = _inputs((77,), seed=14)
+        sophia_update_compiled([p], [g], [m], [h.abs()], lr=lr, beta1=0.9, rho_bs=8.0,
+                               weight_decay=0.1, eps=1e-15)  # fmt: skip
+        p2, g2, m2, h2 = _inputs((3, 9), seed=15)
+        sophia_update_compiled([p2], [g2], [m2], [h2.abs()], lr=lr, beta1=0.8, rho_bs=4.0,
+                               weight_decay=0.0, eps=1e-12)  # fmt: skip
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_bad_input_and_compile_failure(monkeypatch):
+    p, g, m, h = _inputs((8,), seed=16)
+    kw = dict(lr=1e-3, beta1=0.9, rho_bs=1.0, weight_decay=0.0, eps=1e-15)
+    with pytest.raises(ValueError, match="same length"):
+        sophia_update_compiled([p], [g, g], [m], [h], **kw)
+    with pytest.raises(ValueError, match="lr"):
+        sophia_update_compiled([p], [g], [m], [h], **{**kw, "lr": -1.0})
+    with pytest.raises(ValueError, match="shape"):
+        sophia_update_compiled([p], [g[:4]], [m], [h], **kw)
+
+    def no_compiler(*args):
+        raise OSError("no C++ compiler")
+
+    monkeypatch.setattr(sophia_update_module, "_get_compiled_one_pass", lambda: no_compiler)
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        sophia_update_compiled([p], [g], [m], [h], **kw)
 
 
 def test_custom_op_is_registered_with_fake():

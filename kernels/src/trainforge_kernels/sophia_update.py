@@ -16,10 +16,14 @@ negative: those coordinates saturate to sign updates, the paper's ``max(gamma * 
 The Triton kernel reads p, g, m, h once and writes p and m once (6 tensor passes); the
 plain-torch reference runs the same arithmetic as a sequence of in-place ops, with one
 scratch buffer, in the reference code's order, so on CPU it reproduces ``sophia.py``
-exactly.
+exactly. :func:`sophia_update_compiled` is the same one-pass loop for any device, generated
+by ``torch.compile`` (Inductor's vectorised C++ on CPU; it needs a C++ compiler): the CPU
+counterpart of ``torch.optim.AdamW(fused=True)``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -32,7 +36,7 @@ except ImportError:  # pragma: no cover - depends on the platform
     triton = None
     tl = None
 
-__all__ = ["sophia_update", "sophia_update_reference"]
+__all__ = ["sophia_update", "sophia_update_compiled", "sophia_update_reference"]
 
 _NAME = "trainforge::sophia_update"
 _BLOCK = 1024
@@ -160,6 +164,94 @@ def _check(param, grad, exp_avg, hessian, lr, beta1, rho_bs, weight_decay, eps) 
         raise ValueError(f"sophia_update: weight_decay must be >= 0, got {weight_decay!r}")
     if not eps > 0.0:
         raise ValueError(f"sophia_update: eps must be > 0, got {eps!r}")
+
+
+# -- the torch.compile'd one-pass update (CPU) -------------------------------------------
+def _one_pass(p, g, m, h, scalars) -> None:
+    """The kernel's arithmetic as one traceable function on flat tensors. Every number is
+    data (``scalars``, float64): a new lr from a schedule, ``maximize`` (the sign of g) and
+    ``clamp_hessian`` (the floor of the Hessian term, 0 or -inf) never recompile."""
+    lr, decay, beta1, one_minus_beta1, rho_bs, eps, g_sign, h_floor = scalars.unbind()
+    m_new = m * beta1 + (g * g_sign) * one_minus_beta1
+    d = torch.maximum(h * rho_bs, h_floor) + eps
+    u = (m_new / d).clamp(-1.0, 1.0)
+    p.copy_(p * decay - lr * u)
+    m.copy_(m_new)
+
+
+_compiled_one_pass = None
+
+
+def _get_compiled_one_pass():
+    global _compiled_one_pass
+    if _compiled_one_pass is None:
+        # dynamic=True: one kernel for every tensor size (per dtype).
+        _compiled_one_pass = torch.compile(_one_pass, dynamic=True, fullgraph=True)
+    return _compiled_one_pass
+
+
+def _flat_alias(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D tensor on ``t``'s memory that is not a view: the compiler guards on a view's
+    base shape and keeps ``nn.Parameter`` shapes static, and either would recompile."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), (t.numel(),))
+
+
+def sophia_update_compiled(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    hessians: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    rho_bs: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool = False,
+    clamp_hessian: bool = False,
+) -> None:
+    """The update on lists of tensors, one fused pass per tensor, in place.
+
+    Each contiguous tensor goes through one ``torch.compile``d loop (read p, g, m, h; write
+    p, m), compiled once per process and dtype for all sizes and hyper-parameters (Inductor
+    also caches it on disk); non-contiguous tensors take :func:`sophia_update_reference`.
+    The arithmetic is the kernel's; results equal the reference up to float rounding (the
+    compiler may contract multiply-adds). Raises ``RuntimeError`` naming the cause when
+    compilation fails (on CPU, Inductor needs a working C++ compiler).
+    """
+    if not len(params) == len(grads) == len(exp_avgs) == len(hessians):
+        raise ValueError(
+            "sophia_update_compiled: params, grads, exp_avgs and hessians must have the same "
+            f"length, got {len(params)}, {len(grads)}, {len(exp_avgs)}, {len(hessians)}"
+        )
+    for tensors in zip(params, grads, exp_avgs, hessians, strict=True):
+        _check(*tensors, lr, beta1, rho_bs, weight_decay, eps)
+    fn = _get_compiled_one_pass()
+    values = [lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, rho_bs, eps,
+              -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
+    scalars = None
+    try:
+        with torch.no_grad():
+            for p, g, m, h in zip(params, grads, exp_avgs, hessians, strict=True):
+                if p.numel() == 0:
+                    continue
+                if not (p.is_contiguous() and g.is_contiguous() and m.is_contiguous()
+                        and h.is_contiguous()):  # fmt: skip
+                    sophia_update_reference(
+                        p, g, m, h, lr=lr, beta1=beta1, rho_bs=rho_bs,
+                        weight_decay=weight_decay, eps=eps, maximize=maximize,
+                        clamp_hessian=clamp_hessian,
+                    )  # fmt: skip
+                    continue
+                if scalars is None or scalars.device != p.device:
+                    scalars = torch.tensor(values, dtype=torch.float64, device=p.device)
+                fn(*(_flat_alias(t) for t in (p, g, m, h)), scalars)
+    except Exception as err:  # Inductor raises many types; name the cause once
+        raise RuntimeError(
+            "sophia_update_compiled: torch.compile could not build the fused update "
+            f"({type(err).__name__}: {err}); on CPU it needs a working C++ compiler. "
+            "Use the unfused path instead (e.g. SophiaG(..., fused=False))."
+        ) from err
 
 
 @torch.library.custom_op(_NAME, mutates_args=("param", "exp_avg"))

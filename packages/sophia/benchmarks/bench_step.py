@@ -105,6 +105,7 @@ def bench(size: str, device: torch.device, rounds: int, warmup: int) -> list[tup
         ref_name: lambda: ref_cls(params, lr=lr, rho=0.05, weight_decay=0.2),
         "SophiaG (trainforge)": lambda: SophiaG(params, lr=lr, rho=0.05, bs=bs),
         "SophiaG foreach=True": lambda: SophiaG(params, lr=lr, rho=0.05, bs=bs, foreach=True),
+        "SophiaG fused=True": lambda: SophiaG(params, lr=lr, rho=0.05, bs=bs, fused=True),
     }
     opts = {}
     for name, make in makers.items():
@@ -119,7 +120,7 @@ def bench(size: str, device: torch.device, rounds: int, warmup: int) -> list[tup
         else:
             opt.step()
 
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1)):  # at least one: fused=True compiles on its first step
         for name, opt in opts.items():
             step(name, opt)
     times: dict[str, list[float]] = {name: [] for name in opts}

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from trainforge_kernels.sophia_update import sophia_update_reference
+from trainforge_kernels.sophia_update import sophia_update_compiled, sophia_update_reference
 
 __all__ = ["SophiaG", "SophiaH", "decay_groups"]
 
@@ -107,6 +107,10 @@ class _Sophia(Optimizer):
             group["bs"] = _check_bs(group.get("bs"))
         if group.get("foreach") not in (None, True, False):
             raise TypeError(f"foreach must be None, True or False, got {group['foreach']!r}")
+        if group.get("fused") not in (None, True, False):
+            raise TypeError(f"fused must be None, True or False, got {group['fused']!r}")
+        if group.get("fused") and group.get("foreach"):
+            raise ValueError("fused=True and foreach=True cannot both be set")
         group.setdefault("step", 0)
         group.setdefault("hessian_step", -1)
         group.setdefault("hessian_updates", 0)
@@ -224,7 +228,10 @@ class _Sophia(Optimizer):
             kw = dict(lr=lr, beta1=beta1, rho_bs=rho_bs,
                       weight_decay=group["weight_decay"], eps=group["eps"],
                       maximize=group["maximize"], clamp_hessian=self._clamp_hessian)  # fmt: skip
-            _apply(params, grads, exp_avgs, hessians, foreach=group["foreach"], **kw)
+            if group.get("fused"):
+                _apply_fused(params, grads, exp_avgs, hessians, **kw)
+            else:
+                _apply(params, grads, exp_avgs, hessians, foreach=group["foreach"], **kw)
         return loss
 
     # -- monitoring -----------------------------------------------------------------------
@@ -311,6 +318,11 @@ class SophiaG(_Sophia):
         foreach: ``None`` picks per device (fused Triton op on CUDA, in-place chunked or
             ``torch._foreach_*`` ops on CPU); ``True`` forces ``torch._foreach_*`` ops;
             ``False`` forces one tensor at a time through the torch reference.
+        fused: ``True``: one fused pass per tensor on every device, as
+            ``torch.optim.AdamW(fused=True)``: the Triton kernel on CUDA, a
+            ``torch.compile``d loop elsewhere (on CPU it needs a C++ compiler; the first
+            step compiles it, Inductor caches it on disk). Fastest on CPU (see the README's
+            benchmark); results equal the reference up to float rounding.
 
     Usage::
 
@@ -335,9 +347,11 @@ class SophiaG(_Sophia):
         hessian_interval: int = 10,
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps,
-                        bs=bs, maximize=bool(maximize), foreach=foreach)  # fmt: skip
+                        bs=bs, maximize=bool(maximize), foreach=foreach,
+                        fused=fused)  # fmt: skip
         super().__init__(params, defaults, hessian_interval)
 
     def update_hessian(self, n_predictions: float | None = None) -> None:
@@ -393,6 +407,7 @@ class SophiaH(_Sophia):
         dist: str = "rademacher",
         maximize: bool = False,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples <= 0:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
@@ -401,7 +416,7 @@ class SophiaH(_Sophia):
         self.n_samples = n_samples
         self.dist = dist
         defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps,
-                        maximize=bool(maximize), foreach=foreach)  # fmt: skip
+                        maximize=bool(maximize), foreach=foreach, fused=fused)  # fmt: skip
         super().__init__(params, defaults, hessian_interval)
 
     def update_hessian(self, estimates: Mapping[Tensor, Tensor] | Sequence[Tensor | None]) -> None:
@@ -442,6 +457,20 @@ def _apply(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
             _inplace_update(p, grads[i], exp_avgs[i], hessians[i], scratch, **kw)
     for idx in small.values():
         _foreach_update(*_pick(idx, params, grads, exp_avgs, hessians), **kw)
+
+
+def _apply_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
+                 hessians: list[Tensor], **kw: Any) -> None:  # fmt: skip
+    """``fused=True``: the Triton op for CUDA tensors, the compiled loop for the rest."""
+    rest = [i for i, p in enumerate(params) if not p.is_cuda]
+    for i, p in enumerate(params):
+        if p.is_cuda:
+            torch.ops.trainforge.sophia_update(p, grads[i], exp_avgs[i], hessians[i],
+                                               kw["lr"], kw["beta1"], kw["rho_bs"],
+                                               kw["weight_decay"], kw["eps"], kw["maximize"],
+                                               kw["clamp_hessian"])  # fmt: skip
+    if rest:
+        sophia_update_compiled(*_pick(rest, params, grads, exp_avgs, hessians), **kw)
 
 
 def _pick(idx: list[int], *lists: list[Tensor]) -> list[list[Tensor]]:

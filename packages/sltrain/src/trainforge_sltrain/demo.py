@@ -130,8 +130,8 @@ def train_variant(
         steps=setup.steps,
         batch_size=setup.batch_size,
         seq_len=setup.seq_len,
-        eval_every=max(1, setup.steps // 5),
-        eval_batches=8,
+        eval_every=max(1, setup.steps // setup.evals),
+        eval_batches=setup.eval_batches,
         warmup_steps=max(1, setup.steps // 10),
         seed=seed,
         progress=progress,
@@ -147,20 +147,29 @@ def train_variant(
 
 
 def compare(
-    setup: ToySetup, seed: int = 0, progress: bool = False, data: LMData | None = None
+    setup: ToySetup,
+    seed: int = 0,
+    progress: bool = False,
+    data: LMData | None = None,
+    variants: tuple[str, ...] = ("full-rank", "low-rank", "sltrain"),
 ) -> dict[str, RunResult]:
-    """Full-rank, matched pure low-rank and SLTrain on the same data and seed."""
+    """Full-rank, matched pure low-rank and SLTrain (or the ``variants`` named) on the same
+    data and seed."""
+    unknown = set(variants) - {"full-rank", "low-rank", "sltrain"}
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}: use full-rank, low-rank, sltrain")
     data = data if data is not None else kjv_lm_data(setup.vocab)
     lowrank = matched_lowrank_rank(setup)
-    return {
-        "full-rank": train_variant("full-rank", setup, data, seed, None, 0.0, progress),
-        "low-rank": train_variant(
+    runs = {
+        "full-rank": lambda: train_variant("full-rank", setup, data, seed, None, 0.0, progress),
+        "low-rank": lambda: train_variant(
             f"low-rank r={lowrank}", setup, data, seed, lowrank, 0.0, progress
         ),
-        "sltrain": train_variant(
+        "sltrain": lambda: train_variant(
             "sltrain", setup, data, seed, setup.rank, setup.sparsity, progress
         ),
     }
+    return {name: runs[name]() for name in variants}
 
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:

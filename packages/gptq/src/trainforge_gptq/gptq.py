@@ -323,7 +323,7 @@ class GPTQ:
 
 
 # Below this size the triangular inverse is a plain solve and the products plain GEMMs.
-_TRI_BASE = 256
+_TRI_BASE = 128
 # Sub-block width of the inner lazy batch and the target outer block width (columns).
 _SUB = 16
 _OUTER = 512
@@ -397,15 +397,15 @@ def _damped_inverse_cholesky(
     mean_diag = torch.mean(diag if perm is None else diag[perm])
     rev = None if perm is None else perm.flip(0)
     damp = float(damp_percent)
-    Ht = H.mT  # the factorisations read one triangle: this puts H's lower one (the
-    # reference's) in the lower triangle of J P^T H P J, should H be off symmetric in the
-    # last bit (a float32 X^T X is)
     while True:
-        # J P^T H P J, a fresh matrix either way
-        Hd = Ht.flip(0, 1) if rev is None else Ht.index_select(0, rev).index_select(1, rev)
+        # J P^T H P J, a fresh matrix either way. The factorisation reads one triangle:
+        # the upper one here is H's lower one, as in the reference, should H be off
+        # symmetric in the last bit (a float32 X^T X is). J H J = U^T U, so L = U^T.
+        Hd = H.flip(0, 1) if rev is None else H.index_select(0, rev).index_select(1, rev)
         Hd.diagonal().add_(damp * mean_diag)
-        L, info = torch.linalg.cholesky_ex(Hd)
-        del Hd
+        Ut, info = torch.linalg.cholesky_ex(Hd, upper=True)
+        L = Ut.mT
+        del Hd, Ut
         if int(info) == 0:
             Linv = torch.empty(L.shape, dtype=L.dtype, device=L.device)  # row-major
             _lower_inverse(L, Linv)
@@ -434,6 +434,12 @@ def _gar_perm(diag: torch.Tensor, gs: int) -> torch.Tensor:
     order += [s for s in starts if s + gs > cols]
     parts = [s + torch.argsort(diag[s : s + gs], descending=True, stable=True) for s in order]
     return torch.cat(parts)
+
+
+def _clamp_grid(
+    scale: torch.Tensor, zero: torch.Tensor, maxq: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return scale, zero, -zero, maxq - zero
 
 
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantResult:
@@ -486,6 +492,9 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
         q_out = tuple(q_out[j] for j in perm_list)
     grids: list[tuple[torch.Tensor, torch.Tensor]] = []
     dynamic = gs != -1 and not cfg.static_groups
+    static_grids = [_clamp_grid(sc, z, maxq) for sc, z in static]
+    if gs == -1:
+        scale, zero, lo, hi = _clamp_grid(scale, zero, maxq)
     # Three-level lazy batch, the same algebra as the reference's single level: rank-1
     # updates inside sub-blocks of _SUB columns (cache-resident), one GEMM per sub-block
     # for the rest of the B-block, one per B-block for the rest of the outer block and one
@@ -507,35 +516,42 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
             block_grids = {}
             if dynamic:
                 for col in range(i1 + (-i1) % gs, i2, gs):
-                    block_grids[col] = find_params(Wt[col : col + gs].t(), bits, cfg.sym)
-                    grids.append(block_grids[col])
+                    grid = find_params(Wt[col : col + gs].t(), bits, cfg.sym)
+                    grids.append(grid)
+                    block_grids[col] = _clamp_grid(*grid, maxq)
             W1 = Wt[i1:i2]  # updated in place: these columns are not read again
             E1, C1 = e_out[i1 - o1 : i2 - o1], c_buf[:n]
             Hinv1 = Hinv[i1:i2, i1:i2]
             w_rows, c_rows, e_rows = W1.unbind(0), C1.unbind(0), E1.unbind(0)
             d_rows = Hinv1.diagonal().unbind(0)
+            zeros_at = []  # (first row of C1, zero) where the grid changes
             for s1 in range(0, n, _SUB):
                 s2 = min(s1 + _SUB, n)
                 for i in range(s1, s2):
                     col = i1 + i
-                    if dynamic:
-                        if col in block_grids:
-                            scale, zero = block_grids[col]
-                    elif gs != -1:
+                    if dynamic and col in block_grids:
+                        scale, zero, lo, hi = block_grids[col]
+                    elif static_grids:
                         src = perm_list[col] if perm_list is not None else col
-                        scale, zero = static[src // gs]
+                        scale, zero, lo, hi = static_grids[src // gs]
+                    if not zeros_at or zeros_at[-1][1] is not zero:
+                        zeros_at.append((i, zero))
                     w, c, qw, e = w_rows[i], c_rows[i], q_out[col], e_rows[i]
-                    # quantize_int, dequantize_int and (w - q) / d, op for op as the reference
+                    # The reference's q = clamp(round(w / s) + z, 0, maxq), s * (q - z), as
+                    # c = clamp(round(w / s), -z, maxq - z) = q - z (integers: exact), s * c
                     torch.div(w, scale, out=c)
-                    c.round_().add_(zero).clamp_(0, maxq)
-                    torch.sub(c, zero, out=qw).mul_(scale)
-                    torch.sub(w, qw, out=e).div_(d_rows[i])
+                    c.round_().clamp_(lo, hi)
+                    torch.mul(c, scale, out=qw)
+                    torch.sub(w, qw, out=e).div_(d_rows[i])  # (w - q) / d
                     if i + 1 < s2:  # W1[i+1:s2] -= Hinv1[i, i+1:s2] (x) err
                         W1[i + 1 : s2].addr_(Hinv1[i, i + 1 : s2], e, alpha=-1)
                 if s2 < n:
                     W1[s2:].addmm_(Hinv1[s1:s2, s2:].t(), E1[s1:s2], alpha=-1)
             if i2 < o2:
                 Wt[i2:o2].addmm_(Hinv[i1:i2, i2:o2].t(), E1, alpha=-1)
+            ends = [a for a, _ in zeros_at[1:]] + [n]
+            for (a, z), b in zip(zeros_at, ends, strict=True):
+                C1[a:b].add_(z)  # the codes q
             C8 = c8_buf[:n]
             C8.copy_(C1)
             sq = torch.mul(E1, E1, out=C1).div_(2)
@@ -573,7 +589,8 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
                 zeros = zeros[torch.argsort(order)]
                 g_idx = (g // gs).to(torch.int32)
 
-    Q, qint, losses = Qt.t().contiguous(), qt.t().contiguous(), losses_t.t().contiguous()
+    Q, qint = Qt.t().contiguous(), qt.t().contiguous()
+    losses = losses_t.t()  # [rows, cols], a view
     return QuantResult(
         Q=Q,
         qint=qint,
@@ -581,7 +598,7 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
         zeros=zeros,
         g_idx=g_idx,
         perm=perm,
-        loss=float(losses.sum()),
+        loss=float(losses_t.sum()),
         bits=bits,
         group_size=gs,
         sym=cfg.sym,

@@ -436,6 +436,12 @@ def _gar_perm(diag: torch.Tensor, gs: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _lap(split: dict[str, float], phase: str, tick: float) -> float:
+    now = time.perf_counter()
+    split[phase] += now - tick
+    return now
+
+
 def _clamp_grid(
     scale: torch.Tensor, zero: torch.Tensor, maxq: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -450,6 +456,8 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
     rows, cols = W.shape
     dtype = W.dtype
     dev = W.device
+    tick = time.perf_counter()
+    split = {"prepare": 0.0, "cholesky": 0.0, "columns": 0.0, "trailing": 0.0, "finish": 0.0}
     _check_finite("hessian", H)
     H = H.to(dtype)  # read only from here on: copied before any change
     bits, gs, B = cfg.bits, cfg.group_size, cfg.block_size
@@ -478,8 +486,10 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
     if perm is not None:
         Wt = Wt.index_select(0, perm)
 
+    tick = _lap(split, "prepare", tick)
     Hinv, damp = _damped_inverse_cholesky(H, cfg.damp_percent, perm)
     del H
+    tick = _lap(split, "cholesky", tick)
 
     # Outputs, transposed and in the original column order: column perm[j] of W is
     # quantized j-th and written straight to its own row.
@@ -561,8 +571,10 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
             else:
                 qt.index_copy_(0, perm[i1:i2], C8)
                 losses_t.index_copy_(0, perm[i1:i2], sq)
+        tick = _lap(split, "columns", tick)
         if o2 < cols:
             Wt[o2:].addmm_(Hinv[o1:o2, o2:].t(), e_out[: o2 - o1], alpha=-1)
+        tick = _lap(split, "trailing", tick)
     del Wt, Hinv
 
     g = torch.arange(cols, device=dev)
@@ -591,6 +603,13 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
 
     Q, qint = Qt.t().contiguous(), qt.t().contiguous()
     losses = losses_t.t()  # [rows, cols], a view
+    _lap(split, "finish", tick)
+    log.debug(
+        "GPTQ %dx%d: %s s",
+        rows,
+        cols,
+        ", ".join(f"{k} {v:.3f}" for k, v in split.items()),
+    )
     return QuantResult(
         Q=Q,
         qint=qint,

@@ -1,7 +1,8 @@
 """An independent, literal re-statement of ``IST-DASLab/gptq:gptq.py:fasterquant`` and
 ``quant.py`` (written here, in the reference's own untransposed layout and matmul form),
 used as the golden reference by the tests. It returns Q, the summed loss and g_idx / scales
-the way AutoGPTQ's variant reports them."""
+the way AutoGPTQ's variant reports them, then the damped Hessian, the order and the
+per-element losses (original column order)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def ref_fasterquant(
     if actorder:
         Q = Q[:, invperm]
         g_idx = g_idx[invperm]
+        Losses = Losses[:, invperm]
     if not scales:
         scales.append(scale)
-    return Q, float(torch.sum(Losses)), g_idx, torch.cat(scales, dim=1).t(), Hd, perm
+    loss = float(torch.sum(Losses))
+    return Q, loss, g_idx, torch.cat(scales, dim=1).t(), Hd, perm, Losses

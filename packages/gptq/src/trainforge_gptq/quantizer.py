@@ -31,8 +31,9 @@ def find_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, to
         raise ValueError(f"w must be 2-D [rows, k], got shape {tuple(w.shape)}")
     maxq = 2 ** check_bits(bits) - 1
     zeros = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-    xmin = torch.minimum(w.min(dim=1).values, zeros)
-    xmax = torch.maximum(w.max(dim=1).values, zeros)
+    # amin / amax: the values of min(1)[0] / max(1)[0] without the index bookkeeping
+    xmin = torch.minimum(torch.amin(w, dim=1), zeros)
+    xmax = torch.maximum(torch.amax(w, dim=1), zeros)
     if sym:
         xmax = torch.maximum(xmin.abs(), xmax)
         xmin = torch.where(xmin < 0, -xmax, xmin)

@@ -169,7 +169,7 @@ def _check(param, grad, exp_avg, hessian, lr, beta1, rho_bs, weight_decay, eps) 
 # -- the torch.compile'd one-pass update (CPU) -------------------------------------------
 def _one_pass(p, g, m, h, scalars) -> None:
     """The kernel's arithmetic as one traceable function on flat tensors. Every number is
-    data (``scalars``, float64): a new lr from a schedule, ``maximize`` (the sign of g) and
+    data (``scalars``): a new lr from a schedule, ``maximize`` (the sign of g) and
     ``clamp_hessian`` (the floor of the Hessian term, 0 or -inf) never recompile."""
     lr, decay, beta1, one_minus_beta1, rho_bs, eps, g_sign, h_floor = scalars.unbind()
     m_new = m * beta1 + (g * g_sign) * one_minus_beta1
@@ -229,7 +229,7 @@ def sophia_update_compiled(
     fn = _get_compiled_one_pass()
     values = [lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, rho_bs, eps,
               -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
-    scalars = None
+    scalars: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
     try:
         with torch.no_grad():
             for p, g, m, h in zip(params, grads, exp_avgs, hessians, strict=True):
@@ -243,9 +243,12 @@ def sophia_update_compiled(
                         clamp_hessian=clamp_hessian,
                     )  # fmt: skip
                     continue
-                if scalars is None or scalars.device != p.device:
-                    scalars = torch.tensor(values, dtype=torch.float64, device=p.device)
-                fn(*(_flat_alias(t) for t in (p, g, m, h)), scalars)
+                # The numbers in the compute dtype (fp32 for fp32 and lower): float64 numbers
+                # would turn the whole loop into float64 arithmetic, 30% slower on CPU.
+                key = (p.device, torch.promote_types(p.dtype, torch.float32))
+                if key not in scalars:
+                    scalars[key] = torch.tensor(values, dtype=key[1], device=key[0])
+                fn(*(_flat_alias(t) for t in (p, g, m, h)), scalars[key])
     except Exception as err:  # Inductor raises many types; name the cause once
         raise RuntimeError(
             "sophia_update_compiled: torch.compile could not build the fused update "

@@ -61,6 +61,25 @@ def _dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     return module(x) if module.training and module.p > 0 else x
 
 
+def _columns(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``linear`` applied to every column of a 2-D x [in, M] -> [out, M].
+
+    A plain ``nn.Linear`` without hooks is one left GEMM ``W @ x + b``; anything else (a
+    replaced or hooked module, e.g. an adapter or a quantized layer) is called as a module on
+    the transposed view, so it keeps working.
+    """
+    if type(linear) is nn.Linear and not (
+        linear._forward_hooks
+        or linear._forward_pre_hooks
+        or linear._backward_hooks
+        or linear._backward_pre_hooks
+    ):
+        if linear.bias is None:
+            return torch.mm(linear.weight, x)
+        return torch.addmm(linear.bias.unsqueeze(1), linear.weight, x)
+    return linear(x.t()).t()
+
+
 # -- small blocks -------------------------------------------------------------------------
 class GatedAttention(nn.Module):
     """x * softmax(W x + b) over the last axis."""
@@ -75,9 +94,7 @@ class GatedAttention(nn.Module):
 
     def forward_columns(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """The same gate on every column of a 2-D x [in, M]: x * softmax(W x + b, dim 0)."""
-        w = torch.softmax(
-            torch.addmm(self.attn_layer.bias.unsqueeze(1), self.attn_layer.weight, x), dim=0
-        )
+        w = torch.softmax(_columns(self.attn_layer, x), dim=0)
         return x.mul_(w) if inplace else x * w
 
 
@@ -97,9 +114,8 @@ class MLP(nn.Module):
 
     def forward_columns(self, x: torch.Tensor) -> torch.Tensor:
         """The same MLP on every column of a 2-D x [in, M] (left GEMMs, W @ x + b)."""
-        h = torch.addmm(self.fc1.bias.unsqueeze(1), self.fc1.weight, x)
-        h = _dropout(self.dropout1, _gelu(h, _lean()))
-        return _dropout(self.dropout2, torch.addmm(self.fc2.bias.unsqueeze(1), self.fc2.weight, h))
+        h = _dropout(self.dropout1, _gelu(_columns(self.fc1, x), _lean()))
+        return _dropout(self.dropout2, _columns(self.fc2, h))
 
 
 class NormLayer(nn.Module):
@@ -390,12 +406,18 @@ def _backbone_dims(cfg: TTMConfig) -> _Dims:
 
 # -- scaling and patching -------------------------------------------------------------------
 def std_scale(
-    x: torch.Tensor, observed: torch.Tensor, minimum_scale: float = 1e-5
+    x: torch.Tensor, observed: torch.Tensor | None, minimum_scale: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel standardisation over time using only observed steps.
+    """Per-sample, per-channel standardisation over time using only observed steps
+    (``observed=None``: all steps; the same values as an all-ones mask, fewer operations).
 
     scale = sqrt(var + 1e-5) (the reference's ``TinyTimeMixerStdScaler`` minimum_scale).
     """
+    if observed is None:
+        loc = x.sum(1, keepdim=True) / x.shape[1]
+        var = ((x - loc) ** 2).sum(1, keepdim=True) / x.shape[1]
+        scale = torch.sqrt(var + minimum_scale)
+        return (x - loc) / scale, loc, scale
     n = observed.sum(1, keepdim=True).clamp_min(1)
     loc = (x * observed).sum(1, keepdim=True) / n
     var = (((x - loc) * observed) ** 2).sum(1, keepdim=True) / n
@@ -589,13 +611,12 @@ class TTMModel(TTMPreTrainedModel):
         freq_token: torch.Tensor | None = None,
     ) -> TTMModelOutput:
         cfg = self.config
-        observed = (
-            torch.ones_like(past_values) if past_observed_mask is None else past_observed_mask
-        )
-        observed = observed.to(past_values.dtype)
+        observed = None if past_observed_mask is None else past_observed_mask.to(past_values.dtype)
         if cfg.scaling in ("std", True):
             scaled, loc, scale = std_scale(past_values, observed)
         elif cfg.scaling == "mean":
+            if observed is None:
+                observed = torch.ones_like(past_values)
             scaled, loc, scale = mean_scale(past_values, observed)
         else:
             scaled = past_values

@@ -61,6 +61,24 @@ def _dropout(module: nn.Dropout, x: torch.Tensor) -> torch.Tensor:
     return module(x) if module.training and module.p > 0 else x
 
 
+def _plain(module: nn.Module, cls: type) -> bool:
+    """``module`` is exactly ``cls`` (not a replacement or subclass) and has no hooks, so
+    calling its functional form directly is the same as calling the module."""
+    return type(module) is cls and not (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or module._backward_pre_hooks
+    )
+
+
+def _rows(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``linear`` applied to the rows of a 2-D x [M, in] (one ``addmm`` when plain)."""
+    if _plain(linear, nn.Linear) and linear.bias is not None:
+        return torch.addmm(linear.bias, x, linear.weight.t())
+    return linear(x)
+
+
 def _columns(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``linear`` applied to every column of a 2-D x [in, M] -> [out, M].
 
@@ -68,12 +86,7 @@ def _columns(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     replaced or hooked module, e.g. an adapter or a quantized layer) is called as a module on
     the transposed view, so it keeps working.
     """
-    if type(linear) is nn.Linear and not (
-        linear._forward_hooks
-        or linear._forward_pre_hooks
-        or linear._backward_hooks
-        or linear._backward_pre_hooks
-    ):
+    if _plain(linear, nn.Linear):
         if linear.bias is None:
             return torch.mm(linear.weight, x)
         return torch.addmm(linear.bias.unsqueeze(1), linear.weight, x)
@@ -89,7 +102,8 @@ class GatedAttention(nn.Module):
         self.attn_layer = nn.Linear(in_size, out_size)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        w = torch.softmax(self.attn_layer(x), dim=-1)
+        logits = _rows(self.attn_layer, x) if x.dim() == 2 else self.attn_layer(x)
+        w = torch.softmax(logits, dim=-1)
         return x.mul_(w) if inplace else x * w
 
     def forward_columns(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -109,6 +123,9 @@ class MLP(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            h = _dropout(self.dropout1, _gelu(_rows(self.fc1, x), _lean()))
+            return _dropout(self.dropout2, _rows(self.fc2, h))
         h = _dropout(self.dropout1, _gelu(self.fc1(x), _lean()))
         return _dropout(self.dropout2, self.fc2(h))
 
@@ -131,9 +148,12 @@ class NormLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.batch:
-            return self.norm(x)
-        return self.norm(x.contiguous())
+        if self.batch:
+            return self.norm(x.contiguous())
+        norm = self.norm
+        if _plain(norm, nn.LayerNorm):
+            return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return norm(x)
 
 
 class _BatchNorm(nn.Module):
@@ -266,9 +286,11 @@ class FeatureMixer(nn.Module):
         lean = _lean()
         xp = _pm(x)  # [P, B, C, D]: row GEMMs over D on the patch-major storage
         y = self.norm(xp)
-        y = self.mlp(y.view(-1, y.shape[-1])).view(y.shape)
+        shape = y.shape
+        y = self.mlp(y.view(-1, shape[-1]))
         if self.gating_block is not None:
             y = self.gating_block(y, inplace=lean)
+        y = y.view(shape)
         return _logical(y.add_(xp) if lean else y + xp)
 
 

@@ -74,8 +74,10 @@ def _plain(module: nn.Module, cls: type) -> bool:
 
 def _rows(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``linear`` applied to the rows of a 2-D x [M, in] (one ``addmm`` when plain)."""
-    if _plain(linear, nn.Linear) and linear.bias is not None:
-        return torch.addmm(linear.bias, x, linear.weight.t())
+    if _plain(linear, nn.Linear):
+        bias = linear.bias
+        if bias is not None:
+            return torch.addmm(bias, x, linear.weight.t())
     return linear(x)
 
 
@@ -87,9 +89,10 @@ def _columns(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     the transposed view, so it keeps working.
     """
     if _plain(linear, nn.Linear):
-        if linear.bias is None:
+        bias = linear.bias
+        if bias is None:
             return torch.mm(linear.weight, x)
-        return torch.addmm(linear.bias.unsqueeze(1), linear.weight, x)
+        return torch.addmm(bias.unsqueeze(1), linear.weight, x)
     return linear(x.t()).t()
 
 

@@ -14,6 +14,9 @@ that reuses the workspace's torch/transformers through a .pth file):
 Without granite-tsfm (``uv run python packages/ttm-timeseries/benchmarks/bench_inference.py``)
 only our model is timed. Timings are medians of interleaved repeats (ours, reference, ours, ...)
 so that load from other processes hits both alike. Eval mode, ``torch.inference_mode``.
+``--threads N`` sets torch's intra-op threads (default: torch's own choice); on a machine
+shared with other jobs ``--threads 1`` avoids the threads waiting on each other, which
+otherwise dominates both timings.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--channels", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = TTMConfig.r1_512_96(num_input_channels=args.channels)
     ours = TTMForPrediction(cfg).eval()

@@ -40,7 +40,10 @@ def test_no_adaptive_patching_no_decoder_equals_patchtsmixer(mode):
     with torch.no_grad():
         a = ref(x).prediction_outputs
         b = ours(x).prediction_outputs
-    torch.testing.assert_close(b, a, rtol=0, atol=0)
+    # Not bit-equal: our patch mixer multiplies the patch-major storage from the left
+    # (W @ X) where the reference transposes and applies row Linears; the same sums in
+    # another order differ by float32 rounding only (about 1e-7 here).
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
 
 
 def test_patchtsmixer_weights_refuse_a_model_with_decoder():
@@ -100,5 +103,7 @@ def test_equals_granite_tsfm_with_the_same_weights(case):
     with torch.no_grad():
         a = ref(x, future_values=fut, freq_token=tok)
         b = ours(x, future_values=fut, freq_token=tok)
-    torch.testing.assert_close(b.prediction_outputs, a.prediction_outputs, rtol=0, atol=1e-6)
+    # float32 rounding only: the patch mixer sums in another order than the reference
+    # (left GEMM on patch-major storage); observed differences are about 1e-6.
+    torch.testing.assert_close(b.prediction_outputs, a.prediction_outputs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(b.loss, a.loss, rtol=1e-6, atol=1e-6)

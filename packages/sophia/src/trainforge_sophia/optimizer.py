@@ -461,24 +461,15 @@ def _apply(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
 
 def _apply_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                  hessians: list[Tensor], **kw: Any) -> None:  # fmt: skip
-    """``fused=True``: the Triton op for CUDA tensors, the compiled loop for the rest; tiny
-    CPU tensors (norms, biases) batch into one foreach pass, cheaper than a compiled call
-    each (about 30 us of guards and dispatch per call)."""
-    compiled, small = [], []
-    for i, p in enumerate(params):
-        if p.is_cuda:
-            torch.ops.trainforge.sophia_update(p, grads[i], exp_avgs[i], hessians[i],
-                                               kw["lr"], kw["beta1"], kw["rho_bs"],
-                                               kw["weight_decay"], kw["eps"], kw["maximize"],
-                                               kw["clamp_hessian"])  # fmt: skip
-        elif p.numel() < _SMALL:
-            small.append(i)
-        else:
-            compiled.append(i)
+    """``fused=True``: the compiled loop for CPU tensors; the rest go through :func:`_apply`'s
+    default dispatch (the Triton op for CUDA tensors, one foreach pass for tiny CPU tensors
+    such as norms and biases, cheaper than a compiled call each at ~30 us of guards)."""
+    compiled = [i for i, p in enumerate(params) if not p.is_cuda and p.numel() >= _SMALL]
+    rest = sorted(set(range(len(params))) - set(compiled))
     if compiled:
         sophia_update_compiled(*_pick(compiled, params, grads, exp_avgs, hessians), **kw)
-    if small:
-        _apply(*_pick(small, params, grads, exp_avgs, hessians), foreach=None, **kw)
+    if rest:
+        _apply(*_pick(rest, params, grads, exp_avgs, hessians), foreach=None, **kw)
 
 
 def _pick(idx: list[int], *lists: list[Tensor]) -> list[list[Tensor]]:

@@ -167,6 +167,22 @@ def test_compiled_new_lr_is_data_not_a_recompile():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+def test_compiled_one_graph_for_any_list_of_sizes():
+    """Lists of any length, sizes and pattern of equal sizes share one graph per dtype
+    (padded groups of 16, no duck shapes); the results stay exact."""
+    from torch._dynamo.utils import counters
+
+    _compiled_and_reference([(50,), (5, 10)], 20)  # the float32 graph exists
+    graphs = counters["stats"]["unique_graphs"]
+    for seed, shapes in enumerate([[(3, 7)] * 17, [(64,), (2, 2), (64,), (9, 3, 2)],
+                                   [(1000,), (11,)] * 5]):  # fmt: skip
+        ours, ref = _compiled_and_reference(shapes, 21 + seed)
+        for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
+            torch.testing.assert_close(m, m_ref, rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(p, p_ref, rtol=1e-6, atol=1e-7)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_compiled_bad_input_and_compile_failure(monkeypatch):
     p, g, m, h = _inputs((8,), seed=16)
     kw = dict(lr=1e-3, beta1=0.9, rho_bs=1.0, weight_decay=0.0, eps=1e-15)
@@ -180,7 +196,7 @@ def test_compiled_bad_input_and_compile_failure(monkeypatch):
     def no_compiler(*args):
         raise OSError("no C++ compiler")
 
-    monkeypatch.setattr(sophia_update_module, "_get_compiled_one_pass", lambda: no_compiler)
+    monkeypatch.setattr(sophia_update_module, "_get_compiled_group", lambda: no_compiler)
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
         sophia_update_compiled([p], [g], [m], [h], **kw)
 

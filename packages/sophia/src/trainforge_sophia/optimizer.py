@@ -461,15 +461,14 @@ def _apply(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
 
 def _apply_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor],
                  hessians: list[Tensor], **kw: Any) -> None:  # fmt: skip
-    """``fused=True``: the compiled loop for CPU tensors; the rest go through :func:`_apply`'s
-    default dispatch (the Triton op for CUDA tensors, one foreach pass for tiny CPU tensors
-    such as norms and biases, cheaper than a compiled call each at ~30 us of guards)."""
-    compiled = [i for i, p in enumerate(params) if not p.is_cuda and p.numel() >= _SMALL]
-    rest = sorted(set(range(len(params))) - set(compiled))
-    if compiled:
-        sophia_update_compiled(*_pick(compiled, params, grads, exp_avgs, hessians), **kw)
-    if rest:
-        _apply(*_pick(rest, params, grads, exp_avgs, hessians), foreach=None, **kw)
+    """``fused=True``: the compiled loop for tensors off CUDA; CUDA tensors go through
+    :func:`_apply`'s default dispatch (the Triton op)."""
+    on_cuda = [i for i, p in enumerate(params) if p.is_cuda]
+    elsewhere = [i for i, p in enumerate(params) if not p.is_cuda]
+    if elsewhere:
+        sophia_update_compiled(*_pick(elsewhere, params, grads, exp_avgs, hessians), **kw)
+    if on_cuda:
+        _apply(*_pick(on_cuda, params, grads, exp_avgs, hessians), foreach=None, **kw)
 
 
 def _pick(idx: list[int], *lists: list[Tensor]) -> list[list[Tensor]]:

@@ -240,12 +240,12 @@ def _flat_alias(t: torch.Tensor) -> torch.Tensor:
 _pads: dict[tuple, list[list[torch.Tensor]]] = {}
 
 
-def _padding(like: tuple[torch.Tensor, ...], count: int) -> list[list[torch.Tensor]]:
-    """``count`` dummy (p, g, m, h) slots shaped for a group of ``like``'s dtypes; the
-    update writes into them, harmlessly, and they are never read."""
-    key = tuple((t.device, t.dtype) for t in like)
+def _padding(key: tuple, count: int) -> list[list[torch.Tensor]]:
+    """``count`` dummy (p, g, m, h) slots for the group ``key`` = (device, p, g, m and h
+    dtypes); the update writes into them, harmlessly, and they are never read."""
     if key not in _pads:
-        _pads[key] = [[torch.zeros(_PAD_NUMEL, device=t.device, dtype=t.dtype) for t in like]
+        device, *dtypes = key
+        _pads[key] = [[torch.zeros(_PAD_NUMEL, device=device, dtype=dt) for dt in dtypes]
                       for _ in range(_GROUP)]  # fmt: skip
     return _pads[key][:count]
 
@@ -304,15 +304,15 @@ def sophia_update_compiled(
               -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
     try:
         with torch.no_grad(), _no_duck_shapes():
-            for slots in groups.values():
-                p = slots[0][0]
+            for key, slots in groups.items():
+                device, p_dtype = key[:2]
                 # The numbers in the compute dtype (fp32 for fp32 and lower): float64 numbers
                 # would turn the whole loop into float64 arithmetic, 30% slower on CPU.
-                compute = torch.promote_types(p.dtype, torch.float32)
-                scalars = torch.tensor(values, device=p.device, dtype=compute)
+                compute = torch.promote_types(p_dtype, torch.float32)
+                scalars = torch.tensor(values, device=device, dtype=compute)
                 for start in range(0, len(slots), _GROUP):
                     chunk = slots[start : start + _GROUP]
-                    chunk += _padding(tuple(chunk[0]), _GROUP - len(chunk))
+                    chunk += _padding(key, _GROUP - len(chunk))
                     fn(*(list(col) for col in zip(*chunk, strict=True)), scalars)
     except Exception as err:  # Inductor raises many types; name the cause once
         raise RuntimeError(

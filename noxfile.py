@@ -21,6 +21,7 @@ import glob
 import os
 import re
 import shutil
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -28,6 +29,9 @@ from pathlib import Path
 import nox
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "tools"))
+import new_technique  # noqa: E402  (the scaffold; stdlib only)
+
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXCLUDE_NEWER = PYPROJECT["tool"]["uv"]["exclude-newer"]
 
@@ -220,6 +224,7 @@ def release_check(session: nox.Session) -> None:
         for text in ("readme", "license", "requires-python", "description"):
             if text not in project:
                 problems.append(f"{name}: pyproject has no {text!r}")
+    problems += _catalogue_problems()
     root_deps = {Requirement(d).name for d in PYPROJECT["project"]["dependencies"]}
     sources = PYPROJECT["tool"]["uv"].get("sources", {})
     for name in MEMBERS:
@@ -234,6 +239,32 @@ def release_check(session: nox.Session) -> None:
     session.log(
         f"{len(MEMBERS)} members consistent: " + ", ".join(f"{n} {v}" for n, v in versions.items())
     )
+
+
+def _catalogue_problems() -> list[str]:
+    """The README catalogue agrees with the workspace: a row is `available` (linked to its
+    method card) exactly when packages/<slug> is a member, and every member has a row."""
+    rows = new_technique.catalogue_rows((ROOT / "README.md").read_text())
+    slugs = {name.removeprefix("trainforge-") for name in TECHNIQUES}
+    problems = []
+    for slug in sorted(slugs - set(rows)):
+        problems.append(f"README catalogue: no row for workspace member {slug!r}")
+    for slug, row in rows.items():
+        if slug in slugs and row["status"] != "available":
+            problems.append(f"README catalogue: {slug!r} is a member but its row says planned")
+        if slug in slugs and row["link"] != f"packages/{slug}/README.md":
+            problems.append(f"README catalogue: {slug!r} row does not link its method card")
+        if slug not in slugs and row["status"] == "available":
+            problems.append(f"README catalogue: {slug!r} says available but is not a member")
+    return problems
+
+
+@nox.session(venv_backend="none", default=False)
+def new(session: nox.Session) -> None:
+    """Scaffold a technique: `uv run nox -s new -- <slug> "<paper title>" <arxiv id>`."""
+    if not session.posargs:
+        session.error('usage: uv run nox -s new -- <slug> "<paper title>" <arxiv id>')
+    session.run("python", str(ROOT / "tools" / "new_technique.py"), *session.posargs)
 
 
 @nox.session(default=False)

@@ -6,7 +6,9 @@ from trainforge_core.testing import check_technique
 
 
 def test_registered_technique_is_found(toy_registered):
-    assert available_techniques() == {"toy-method": toy_registered}
+    (info,) = available_techniques().values()
+    assert (info.slug, info.title, info.paper) == ("toy-method", "Toy Method", toy_registered.paper)
+    assert info.load() is toy_registered
     assert get_technique("toy-method") is toy_registered
 
 

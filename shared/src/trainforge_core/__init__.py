@@ -8,15 +8,31 @@ from trainforge_core.errors import (
     TrainforgeError,
     UnknownTechniqueError,
 )
-from trainforge_core.registry import available_techniques, get_technique
+from trainforge_core.registry import available_techniques, find_technique, get_technique
 from trainforge_core.report import Curve, DemoReport, MetricRow
-from trainforge_core.surgery import Replacement, count_parameters, replace_modules
-from trainforge_core.technique import Paper, Technique
+from trainforge_core.technique import Paper, Technique, TechniqueInfo
 
 try:
     __version__ = version("trainforge-core")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
+
+# Names whose modules import torch load on first use, so `trainforge list` and `info`
+# (which import this package) start without torch.
+_LAZY = {
+    "Replacement": "trainforge_core.surgery",
+    "count_parameters": "trainforge_core.surgery",
+    "replace_modules": "trainforge_core.surgery",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trainforge_core' has no attribute {name!r}")
+
 
 __all__ = [
     "Curve",
@@ -27,11 +43,13 @@ __all__ = [
     "Paper",
     "Replacement",
     "Technique",
+    "TechniqueInfo",
     "TrainforgeError",
     "UnknownTechniqueError",
     "__version__",
     "available_techniques",
     "count_parameters",
+    "find_technique",
     "get_technique",
     "replace_modules",
 ]

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from trainforge_core._optional import is_installed
 from trainforge_core.errors import TrainforgeError
-from trainforge_core.registry import available_techniques, get_technique
+from trainforge_core.registry import (
+    available_techniques,
+    doctor_rows,
+    find_technique,
+    get_technique,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -80,7 +85,7 @@ def cmd_list() -> int:
 
 
 def cmd_info(slug: str) -> int:
-    t = get_technique(slug)
+    t = find_technique(slug)
     print(f"{t.title} [{t.slug}] {t.distribution} {t.version}")
     print(f"paper:   {t.paper.title}")
     print(f"authors: {t.paper.authors} ({t.paper.year})")
@@ -108,14 +113,11 @@ def cmd_doctor() -> int:
     print(f"torch         {torch.__version__}")
     cuda = torch.cuda.is_available()
     print(f"cuda          {torch.cuda.get_device_name(0) if cuda else 'not available'}")
-    if is_installed("trainforge_kernels"):
-        import trainforge_kernels
-
-        print(f"triton        {trainforge_kernels.triton_version() or 'not installed'}")
-        print("kernel backends (for a CUDA tensor on this machine):")
-        for op, (backend, why) in trainforge_kernels.backend().items():
-            print(f"  {op:<24} {backend:<7} {why}")
-    else:
+    # Installed packages add their own rows (trainforge-kernels: triton and op backends).
+    rows = doctor_rows()
+    for name, value, note in rows:
+        print(f"{name:<24} {value:<7} {note}".rstrip())
+    if not rows:
         print("kernels       trainforge-kernels not installed (torch reference paths only)")
     print("optional packages:")
     for module, purpose in OPTIONAL_PACKAGES.items():

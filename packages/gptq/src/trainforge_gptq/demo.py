@@ -11,20 +11,13 @@ from pathlib import Path
 
 import torch
 
-from trainforge_core import DemoReport, Paper, Technique
+from trainforge_core import DemoReport, Technique
 from trainforge_core.data import LMData, kjv_lm_data, kjv_split
 from trainforge_core.models import tiny_llama
 from trainforge_core.train import TrainConfig, evaluate_lm, train_lm
 from trainforge_gptq.gptq import GPTQConfig
 from trainforge_gptq.model import quantize_model
 from trainforge_gptq.qlinear import GPTQLinear
-
-PAPER = Paper(
-    title="GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
-    authors="Elias Frantar, Saleh Ashkboos, Torsten Hoefler, Dan Alistarh",
-    year=2023,
-    arxiv="2210.17323",
-)
 
 
 def _linear_bytes(model: torch.nn.Module, fp_bytes: int) -> int:
@@ -195,15 +188,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="gptq",
-    title="GPTQ post-training quantization",
-    summary=(
-        "One-shot weight quantization to 2-8 bits that quantizes each weight column in "
-        "turn and compensates the rounding error on the remaining columns with the "
-        "inverse Hessian of the layer's calibration inputs."
-    ),
-    paper=PAPER,
-    demo=run_demo,
-    distribution="trainforge-gptq",
-)
+TECHNIQUE = Technique.from_package("trainforge_gptq", run_demo)

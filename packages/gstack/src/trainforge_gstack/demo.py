@@ -19,18 +19,10 @@ from trainforge_core.data import kjv_lm_data
 from trainforge_core.models import tiny_llama
 from trainforge_core.report import DemoReport
 from trainforge_core.surgery import count_parameters
-from trainforge_core.technique import Paper, Technique
+from trainforge_core.technique import Technique
 from trainforge_core.train import TrainConfig, TrainResult, evaluate_lm, train_lm
 from trainforge_gstack.depth import grow_depth
 
-PAPER = Paper(
-    title="Stacking Your Transformers: A Closer Look at Model Growth for Efficient LLM "
-    "Pre-Training",
-    authors="Wenyu Du, Tongxu Luo, Zihan Qiu, Zeyu Huang, Yikang Shen, Reynold Cheng, "
-    "Yike Guo, Jie Fu",
-    year=2024,
-    arxiv="2405.15319",
-)
 CLAIM = (
     "Stacking a small model trained on a few tokens 4x in depth (G_stack) and continuing "
     "reaches the loss of a model trained from scratch with fewer tokens (7B: 194B instead of "
@@ -200,12 +192,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="gstack",
-    title="G_stack: depthwise stacking for model growth",
-    summary="Train a small decoder, stack its layers 4x and keep training: reaches a "
-    "scratch-trained model's loss with less compute.",
-    paper=PAPER,
-    demo=run_demo,
-    distribution="trainforge-gstack",
-)
+TECHNIQUE = Technique.from_package("trainforge_gstack", run_demo)

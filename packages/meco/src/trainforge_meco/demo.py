@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from trainforge_core import DemoReport, Paper, Technique
+from trainforge_core import DemoReport, Technique
 from trainforge_meco.formatting import IGNORE_INDEX, MeCoExample, MeCoFormatter, masked_lm_loss
 from trainforge_meco.packing import MeCoCollator, PackedSequences, pack_documents
 from trainforge_meco.schedule import MeCoDataset, MeCoSchedule, meco_lr_lambda, split_pools
@@ -345,19 +345,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="meco",
-    title="MeCo: metadata conditioning then cooldown",
-    summary=(
-        "Prepend each document's source URL (loss-masked) during pre-training, then cool down "
-        "on plain documents for the last 10% of steps; same optimizer and LR schedule."
-    ),
-    paper=Paper(
-        title="Metadata Conditioning Accelerates Language Model Pre-training",
-        authors="Tianyu Gao, Alexander Wettig, Luxi He, Yihe Dong, Sadhika Malladi, Danqi Chen",
-        year=2025,
-        arxiv="2501.01956",
-    ),
-    demo=run_demo,
-    distribution="trainforge-meco",
-)
+TECHNIQUE = Technique.from_package("trainforge_meco", run_demo)

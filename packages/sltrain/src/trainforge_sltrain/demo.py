@@ -19,7 +19,7 @@ from trainforge_core.data import LMData, kjv_lm_data
 from trainforge_core.models import tiny_llama
 from trainforge_core.report import DemoReport
 from trainforge_core.surgery import count_parameters
-from trainforge_core.technique import Paper, Technique
+from trainforge_core.technique import Technique
 from trainforge_core.train import TrainConfig, TrainResult, train_lm
 from trainforge_sltrain.linear import sltrain_linear_params
 from trainforge_sltrain.memory import optimizer_state_bytes
@@ -27,13 +27,6 @@ from trainforge_sltrain.model import apply_sltrain
 
 log = logging.getLogger(__name__)
 
-PAPER = Paper(
-    title="SLTrain: a sparse plus low-rank approach for parameter and memory efficient pretraining",
-    authors="Andi Han, Jiaxiang Li, Wei Huang, Mingyi Hong, Akiko Takeda, Pratik Jawanpuria, "
-    "Bamdev Mishra",
-    year=2024,
-    arxiv="2406.02214",
-)
 CLAIM = (
     "Replacing each pretrained linear weight by a low-rank product plus a fixed random sparse "
     "matrix reaches perplexity close to full-rank training with far fewer parameters and "
@@ -253,12 +246,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="sltrain",
-    title="SLTrain: sparse plus low-rank pretraining",
-    summary="Pretrain with each linear weight as a low-rank product plus a fixed random "
-    "sparse matrix: fewer parameters and optimizer state, near full-rank loss.",
-    paper=PAPER,
-    demo=run_demo,
-    distribution="trainforge-sltrain",
-)
+TECHNIQUE = Technique.from_package("trainforge_sltrain", run_demo)

@@ -19,7 +19,7 @@ import torch
 from trainforge_core.data import kjv_lm_data
 from trainforge_core.models import tiny_llama
 from trainforge_core.report import DemoReport
-from trainforge_core.technique import Paper, Technique
+from trainforge_core.technique import Technique
 from trainforge_core.train import TrainConfig, TrainResult, train_lm
 from trainforge_sophia.hessian import maybe_update_hessian
 from trainforge_sophia.optimizer import SophiaG, decay_groups
@@ -148,18 +148,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="sophia",
-    title="Sophia (SophiaG / SophiaH)",
-    summary="Second-order clipped optimizer: sign momentum preconditioned by a diagonal "
-    "Hessian EMA (GNB or Hutchinson), estimated every k steps.",
-    paper=Paper(
-        title="Sophia: A Scalable Stochastic Second-order Optimizer for Language Model "
-        "Pre-training",
-        authors="Hong Liu, Zhiyuan Li, David Hall, Percy Liang, Tengyu Ma",
-        year=2023,
-        arxiv="2305.14342",
-    ),
-    demo=run_demo,
-    distribution="trainforge-sophia",
-)
+TECHNIQUE = Technique.from_package("trainforge_sophia", run_demo)

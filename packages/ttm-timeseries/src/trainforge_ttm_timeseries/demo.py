@@ -12,7 +12,7 @@ import torch
 
 from trainforge_core.data import load_tmy3
 from trainforge_core.report import DemoReport
-from trainforge_core.technique import Paper, Technique
+from trainforge_core.technique import Technique
 from trainforge_ttm_timeseries.config import TTMConfig, frequency_token
 from trainforge_ttm_timeseries.modeling import TTMForPrediction
 from trainforge_ttm_timeseries.pretraining import (
@@ -166,25 +166,4 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     return report
 
 
-TECHNIQUE = Technique(
-    slug="ttm-timeseries",
-    title="Tiny Time Mixers",
-    summary=(
-        "Sub-1M-parameter MLP-Mixer forecasters (adaptive patching, resolution prefix "
-        "tuning, channel-mixing decoder) pretrained once and used zero/few-shot."
-    ),
-    paper=Paper(
-        title=(
-            "Tiny Time Mixers (TTMs): Fast Pre-trained Models for Enhanced Zero/Few-Shot "
-            "Forecasting of Multivariate Time Series"
-        ),
-        authors=(
-            "Vijay Ekambaram, Arindam Jati, Pankaj Dayama, Sumanta Mukherjee, Nam H. Nguyen, "
-            "Wesley M. Gifford, Chandra Reddy, Jayant Kalagnanam"
-        ),
-        year=2024,
-        arxiv="2401.03955",
-    ),
-    demo=run_demo,
-    distribution="trainforge-ttm-timeseries",
-)
+TECHNIQUE = Technique.from_package("trainforge_ttm_timeseries", run_demo)

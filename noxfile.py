@@ -1,21 +1,30 @@
 """The test matrix. `uv run nox` runs every default session; members are discovered from
 the workspace (root pyproject `[tool.uv.workspace] members`), so adding a package needs no
-edit here.
+edit here. Each suite runs once; each session proves one thing:
 
 - lint: ruff check + format check.
+- release_check: versions, changelog heads, internal version ranges and the README
+  catalogue agree with the workspace.
 - tests(package): each member alone, installed from the lock with only its own declared
-  dependencies and its `test` group, so an undeclared dependency fails.
-- tests_all: every member plus integration_tests/ in one environment (not-slow tests).
+  dependencies and its `test` group, so an undeclared dependency fails. Its conformance
+  test runs the quick demo.
+- tests_all: every member installed together (a resolution or import conflict fails) and
+  integration_tests/ (cross-package combinations, the CLI as a user runs it).
 - kernels_interpret: the Triton kernels against their torch references on CPU
   (TRITON_INTERPRET=1).
 - wheels: build every member without workspace sources, install each technique from the
-  wheels into a clean venv, import it and run `trainforge demo <slug> --quick`.
-- release_check: versions, changelog heads and internal version ranges agree.
-Optional: typecheck(package), gpu.
+  wheels alone into a clean venv, import it and load its demo through the registry (the
+  demos themselves ran in the package sessions).
+Optional: typecheck(package), gpu, new (the scaffold for a new technique).
+
+Derived data (the KJV tokenizer, token ids) is cached once for the whole run under
+.nox/_trainforge_cache (TRAINFORGE_CACHE), shared by every session and subprocess. A table of
+session times is printed at the end of every run.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import glob
 import os
@@ -39,6 +48,8 @@ EXCLUDE_NEWER = PYPROJECT["tool"]["uv"]["exclude-newer"]
 # recompile transformers and torch from source on import (about 30 s each); let the session
 # venvs keep their bytecode.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# One warm cache of derived data (tokenizer, token ids) for every session of the run.
+os.environ.setdefault("TRAINFORGE_CACHE", str(ROOT / ".nox" / "_trainforge_cache"))
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
@@ -67,8 +78,11 @@ MEMBERS = _members()
 TECHNIQUES = {name: path for name, path in MEMBERS.items() if path.parent.name == "packages"}
 
 
+SESSION_TIMES: dict[str, float] = {}
+
+
 def _timed(fn):
-    """Print how long the session took (the CI log keeps per-session times)."""
+    """Record how long the session took; the table is printed when nox exits."""
 
     @functools.wraps(fn)
     def wrapper(session: nox.Session, *args, **kwargs):
@@ -76,9 +90,41 @@ def _timed(fn):
         try:
             return fn(session, *args, **kwargs)
         finally:
-            session.log(f"session time: {time.perf_counter() - start:.1f}s")
+            elapsed = time.perf_counter() - start
+            SESSION_TIMES[session.name] = elapsed
+            session.log(f"session time: {elapsed:.1f}s")
 
     return wrapper
+
+
+def _print_session_times() -> None:
+    """The CI budget, in every log: each session's time, and a projection to 42 techniques
+    (the per-technique share of every session, scaled linearly; fixed costs stay fixed)."""
+    if not SESSION_TIMES:
+        return
+    total = sum(SESSION_TIMES.values())
+    per_package = {n: t for n, t in SESSION_TIMES.items() if n.startswith("tests(")}
+    technique_alone = sum(
+        t for n, t in per_package.items() if any(f"'{name}'" in n for name in TECHNIQUES)
+    )
+    shared = {n: t for n, t in SESSION_TIMES.items() if n in ("tests_all", "wheels")}
+    lines = ["", "session times (s)"]
+    lines += [f"  {name:<44} {t:7.1f}" for name, t in SESSION_TIMES.items()]
+    lines.append(f"  {'total':<44} {total:7.1f}")
+    alone_count = sum(any(f"'{name}'" in n for name in TECHNIQUES) for n in per_package)
+    if alone_count == len(TECHNIQUES) and len(shared) == 2:
+        # Each technique costs its own session plus its share of tests_all and wheels.
+        per_technique = (technique_alone + sum(shared.values()) / 2) / len(TECHNIQUES)
+        fixed = total - technique_alone - sum(shared.values()) / 2
+        projected = fixed + 42 * per_technique
+        lines.append(
+            f"  per technique {per_technique:.1f}s over {len(TECHNIQUES)} techniques; "
+            f"42 techniques: about {projected / 60:.1f} min (budget 30)"
+        )
+    print("\n".join(lines), flush=True)
+
+
+atexit.register(_print_session_times)
 
 
 def _sync(session: nox.Session, *args: str) -> None:
@@ -112,22 +158,18 @@ def lint(session: nox.Session) -> None:
 @_timed
 def tests(session: nox.Session, package: str) -> None:
     _sync(session, "--package", package, "--group", "test")
-    _pytest_exit_ok(
-        session, str(MEMBERS[package].relative_to(ROOT) / "tests"), "-q", *session.posargs
-    )
-
-
-def _pytest_everything(session: nox.Session, *args: str, **kwargs) -> None:
-    """Every member's tests (plus ``args``) in one environment with all packages."""
-    _sync(session, "--all-packages", "--group", "test")
-    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
-    session.run("pytest", *test_dirs, "--import-mode=importlib", *args, **kwargs)
+    # --durations reports the slowest tests (the quick demo among them); nothing is timed.
+    tests = str(MEMBERS[package].relative_to(ROOT) / "tests")
+    _pytest_exit_ok(session, tests, "-q", "--durations=3", *session.posargs)
 
 
 @nox.session
 @_timed
 def tests_all(session: nox.Session) -> None:
-    _pytest_everything(session, "integration_tests", "-m", "not slow", "-q", *session.posargs)
+    # The package suites ran alone above; here only what needs every member at once.
+    # The dev group brings ruff and nox for the scaffold test.
+    _sync(session, "--all-packages", "--group", "test", "--group", "dev")
+    session.run("pytest", "integration_tests", "-q", *session.posargs)
 
 
 @nox.session
@@ -179,18 +221,14 @@ def wheels(session: nox.Session) -> None:
             wheel(name),
             external=True,
         )
-        module = name.replace("-", "_")
-        session.run(python, "-c", f"import {module}; print({module}.__version__)", external=True)
-        session.run(
-            str(venv / "bin" / "trainforge"),
-            "demo",
-            slug,
-            "--quick",
-            "--out",
-            str(tmp / f"demo-{slug}"),
-            external=True,
-            env={"TQDM_DISABLE": "1"},
+        # The wheel carries its metadata (technique.toml), its import chain and its demo
+        # module; the demo itself already ran in the package's own session.
+        session.run(str(venv / "bin" / "trainforge"), "info", slug, external=True, silent=True)
+        check = (
+            "import sys, trainforge_core as c; t = c.get_technique(sys.argv[1]); "
+            "print(t.slug, t.version, 'demo', t.demo.__module__)"
         )
+        session.run(python, "-c", check, slug, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -279,4 +317,8 @@ def typecheck(session: nox.Session, package: str) -> None:
 @nox.session(default=False)
 @_timed
 def gpu(session: nox.Session) -> None:
-    _pytest_everything(session, "-m", "gpu", "-q", *session.posargs)
+    _sync(session, "--all-packages", "--group", "test")
+    test_dirs = [str(p.relative_to(ROOT) / "tests") for p in MEMBERS.values()]
+    session.run(
+        "pytest", *test_dirs, "--import-mode=importlib", "-m", "gpu", "-q", *session.posargs
+    )

@@ -85,3 +85,55 @@ def test_demo_must_return_report(toy_registered):
     bad = Technique("bad", "T", "S", toy_registered.paper, lambda q, o, s: {}, "trainforge-core")
     with pytest.raises(TypeError, match="not DemoReport"):
         bad.run_demo()
+
+
+TOML = """slug = "probe-method"
+distribution = "trainforge-core"
+title = "Probe"
+summary = "A package found through technique.toml."
+
+[paper]
+title = "A Probe Paper"
+authors = "A. Author"
+year = 2024
+arxiv = "2401.00002"
+"""
+
+
+@pytest.fixture
+def probe_package(tmp_path, monkeypatch):
+    """An importable package with a technique.toml whose __init__ must never run."""
+    pkg = tmp_path / "probe_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    (pkg / "technique.toml").write_text(TOML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return pkg
+
+
+def test_metadata_is_read_without_importing_the_package(probe_package):
+    import sys
+
+    from trainforge_core.technique import read_technique_metadata
+
+    info = read_technique_metadata("probe_pkg", entry_point="probe_pkg.demo:T")
+    assert (info.slug, info.title, info.paper.arxiv) == ("probe-method", "Probe", "2401.00002")
+    assert info.version != "unknown" and "probe_pkg" not in sys.modules
+
+
+def test_technique_from_package_takes_the_toml(probe_package, toy_registered):
+    t = Technique.from_package("probe_pkg", toy_registered.demo)
+    assert t.slug == "probe-method" and t.paper.title == "A Probe Paper"
+
+
+def test_bad_metadata_is_a_clear_error(probe_package):
+    from trainforge_core.technique import read_technique_metadata
+
+    with pytest.raises(ValueError, match="not an installed package"):
+        read_technique_metadata("no_such_package_here")
+    (probe_package / "technique.toml").write_text(TOML.replace("[paper]", "[papers]"))
+    with pytest.raises(ValueError, match="malformed technique metadata"):
+        read_technique_metadata("probe_pkg")
+    (probe_package / "technique.toml").unlink()
+    with pytest.raises(FileNotFoundError, match="technique.toml"):
+        read_technique_metadata("probe_pkg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -11,12 +12,14 @@ from trainforge_core.registry import get_technique
 from trainforge_core.report import DemoReport
 from trainforge_core.technique import Technique
 
-QUICK_DEMO_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 def check_technique(slug: str, tmp_dir: str | Path, *, run_demo: bool = True) -> DemoReport | None:
     """Assert that ``slug`` is registered with complete metadata and that its quick demo
-    returns a well-formed report (finite numbers, JSON saved) within a minute.
+    returns a well-formed report (finite numbers, JSON saved). The demo's time is logged and
+    stored in ``report.details["quick_demo_seconds"]``, never asserted (a loaded machine is
+    slower; budgets are reported, see the nox session-time table).
 
     Raises AssertionError with a message that says which requirement failed.
     """
@@ -32,9 +35,8 @@ def check_technique(slug: str, tmp_dir: str | Path, *, run_demo: bool = True) ->
     start = time.perf_counter()
     report = technique.run_demo(quick=True, out_dir=out, seed=0)
     elapsed = time.perf_counter() - start
-    assert elapsed < QUICK_DEMO_SECONDS, (
-        f"{slug}: quick demo took {elapsed:.1f}s (limit {QUICK_DEMO_SECONDS}s)"
-    )
+    log.info("%s: quick demo took %.1fs", slug, elapsed)
+    report.details["quick_demo_seconds"] = round(elapsed, 2)
     assert report.slug == slug, f"{slug}: report.slug is {report.slug!r}"
     assert report.claim, f"{slug}: report has no claim"
     assert report.rows, f"{slug}: report has no rows"

@@ -32,6 +32,7 @@ def triton_version() -> str | None:
 
 
 def triton_available() -> bool:
+    """True when Triton imports here (the condition for the Triton backend on CUDA)."""
     return triton_version() is not None
 
 
@@ -41,6 +42,8 @@ def interpret_mode() -> bool:
 
 
 def kernel_mode() -> str:
+    """The backend choice from ``TRAINFORGE_KERNELS``: ``auto`` (default), ``torch`` or
+    ``triton``."""
     mode = os.environ.get("TRAINFORGE_KERNELS", "auto").lower()
     if mode not in _MODES:
         raise ValueError(f"TRAINFORGE_KERNELS must be one of {_MODES}, got {mode!r}")
@@ -83,6 +86,8 @@ class BenchCase:
 
 @dataclass(frozen=True)
 class KernelInfo:
+    """A registered op: its name, what it computes, and its GPU benchmark cases."""
+
     name: str
     description: str
     bench_cases: Callable[[], list[BenchCase]] | None = None
@@ -101,6 +106,7 @@ def register_kernel(
 
 
 def kernels() -> dict[str, KernelInfo]:
+    """Every registered op, by name."""
     return dict(sorted(_KERNELS.items()))
 
 

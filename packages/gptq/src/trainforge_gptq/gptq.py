@@ -40,6 +40,7 @@ LLAMA_SEQUENTIAL = (
     ("mlp.up_proj", "mlp.gate_proj"),
     ("mlp.down_proj",),
 )
+"""Llama's true-sequential groups: the linears quantized together, in order, inside a block."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 SUPPORTED_BITS = (2, 3, 4, 8)
+"""Bit widths GPTQ quantizes to (the reference's 2, 3, 4 and 8)."""
 
 
 def check_bits(bits: object) -> int:

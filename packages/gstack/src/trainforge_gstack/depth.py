@@ -24,8 +24,10 @@ from trainforge_gstack.layouts import DecoderLayout, _get_layers, find_layout
 log = logging.getLogger(__name__)
 
 DEPTH_OPS = ("stack", "interleave", "zero", "random")
+"""The depth-growth operators `grow_depth` accepts as ``op``."""
 # README of tongxuluo/prts: "For growth factor g, we fix g=4 is the best."
 DEFAULT_FACTOR = 4
+"""The paper's growth factor g (4 blocks out of each one)."""
 
 
 class GrowthWarning(UserWarning):

@@ -37,6 +37,8 @@ LAYOUTS: dict[str, DecoderLayout] = {
         "gpt_neox", "gpt_neox.layers", ("attention.dense", "mlp.dense_4h_to_h")
     ),
 }
+"""Known decoder layouts by transformers ``model_type``: where the block list and its config
+fields live."""
 _KNOWN_OUTPUTS = tuple(dict.fromkeys(p for lay in LAYOUTS.values() for p in lay.output_projections))
 
 

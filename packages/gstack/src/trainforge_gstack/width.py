@@ -33,6 +33,7 @@ from trainforge_gstack.layouts import _check_model
 log = logging.getLogger(__name__)
 
 WIDTH_OPS = ("split", "zero")
+"""The width-growth operators `grow_width` accepts as ``op``."""
 _WIDTH_FAMILIES = ("llama", "mistral")
 
 # Axis kinds per parameter name suffix: "<group>_<role>" with role "out" (the weight writes

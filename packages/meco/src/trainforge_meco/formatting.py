@@ -26,8 +26,10 @@ import torch
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
+"""The label value that the loss ignores (transformers' and torch's -100)."""
 UrlMode = Literal["host", "domain", "suffix", "hash", "fixed"]
 URL_MODES: tuple[str, ...] = ("host", "domain", "suffix", "hash", "fixed")
+"""How a document's URL becomes its metadata prefix (``url_mode``)."""
 PromptMode = Literal["ids", "text"]
 
 # princeton-pli/MeCo:datatools/mds_pack_data.py (--use_short_url): drop "http(s)://", keep the

@@ -33,8 +33,11 @@ __all__ = [
 # andyjm3/SLTrain:scripts/llm_pretrain/sltrain60m.sh (the LLaMA-60M recipe): --rank 128
 # --sp_ratio 0.03 --lora_alpha 32. (splora/splora_model.py's own default sp_ratio is 0.01.)
 DEFAULT_RANK = 128
+"""Low-rank r of the reference's LLaMA-60M recipe."""
 DEFAULT_SPARSITY = 0.03
+"""Share of weights in the fixed random sparse support (delta) of the reference recipe."""
 DEFAULT_ALPHA = 32.0
+"""Scale numerator of the low-rank part (alpha / r) of the reference recipe."""
 
 _INT32_LIMIT = 2**31  # flat positions 0 .. out*in-1 must fit in int32
 

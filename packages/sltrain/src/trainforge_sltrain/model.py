@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # andyjm3/SLTrain:torchrun_main.py: target_modules_list = ["attn", "mlp", "attention"]
 # (substring match on the module name; in LLaMA: q, k, v, o, gate, up, down projections).
 DEFAULT_TARGETS: tuple[str, ...] = ("attn", "mlp", "attention")
+"""Module-name fragments whose Linears `apply_sltrain` replaces by default."""
 _META_KEY = "trainforge_sltrain"
 
 

@@ -33,6 +33,7 @@ FREQUENCY_MAPPING: dict[str, int] = {
     "D": 8,
     "W": 9,
 }
+"""Pandas frequency strings to TTM frequency-token ids (granite-tsfm's mapping)."""
 # Spellings that mean the same resolution (pandas offset aliases, old and new).
 _FREQ_ALIASES: dict[str, str] = {
     "1min": "min",

@@ -78,6 +78,25 @@ def main() -> None:
             out.write(api_page(module, name))
     with mkdocs_gen_files.open("index.md", "w") as out:
         out.write(landing_page(found, pages))
+    with mkdocs_gen_files.open("SUMMARY.md", "w") as out:
+        out.write(navigation(found))
+
+
+def navigation(found: dict[str, Path]) -> str:
+    """The site's navigation (mkdocs-literate-nav): techniques by slug, then the base."""
+    lines = [
+        "* [Home](index.md)",
+        "* [Getting started](getting-started.md)",
+        "* [Scaling out](scaling-out.md)",
+        "* Techniques",
+    ]
+    for folder in found.values():
+        if folder.parent.name == "packages":
+            page = page_for(folder)
+            lines += [f"    * [{folder.name}]({page})", f"        * [API]({page[:-8]}api.md)"]
+    for title, folder in (("Kernels", "kernels"), ("Core", "shared")):
+        lines += [f"* [{title}]({folder}/index.md)", f"    * [API]({folder}/api.md)"]
+    return "\n".join(lines) + "\n"
 
 
 def landing_page(found: dict[str, Path], pages: dict[Path, str]) -> str:

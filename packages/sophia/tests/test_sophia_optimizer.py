@@ -332,11 +332,25 @@ def test_sophiah_negative_hessian_saturates():
         ({"bs": 0}, "bs"),
         ({"bs": -5}, "bs"),
         ({"hessian_interval": 0}, "hessian_interval"),
+        ({"lr": math.inf}, "lr"),
+        ({"weight_decay": math.inf}, "weight_decay"),
+        ({"rho": math.nan}, "rho"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SophiaG([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+def test_rejected_param_group_is_not_kept():
+    model = nn.Linear(3, 2)
+    opt = SophiaG([model.weight], lr=1e-3)
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group({"params": [model.bias], "lr": -1.0})
+    assert len(opt.param_groups) == 1
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()  # the half-added group used to fail here with KeyError: 'step'
+    assert opt.steps_done == 1
 
 
 def test_bad_types_and_sophiah_args():

@@ -46,7 +46,7 @@ def _check_number(name: str, value: Any, *, low: float, low_ok: bool, high: floa
     value = float(value)
     ok_low = value >= low if low_ok else value > low
     ok_high = high is None or (value <= high if high_ok else value < high)
-    if math.isnan(value) or not ok_low or not ok_high:
+    if not math.isfinite(value) or not ok_low or not ok_high:
         lo = "[" if low_ok else "("
         hi = "]" if high_ok else ")"
         interval = f"{lo}{low}, {'inf' if high is None else high}{hi}"
@@ -92,7 +92,15 @@ class _Sophia(Optimizer):
     # -- per-group validation (also for groups added later) --------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._validate_group(self.param_groups[-1])
+        except (TypeError, ValueError):
+            # Atomic: a rejected group must not stay behind (the next step() would fail on
+            # its missing state with a KeyError far from the cause).
+            self.param_groups.pop()
+            raise
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = (
             group["lr"]
             if isinstance(group["lr"], Tensor)

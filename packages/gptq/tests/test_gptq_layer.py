@@ -268,6 +268,32 @@ def test_config_rejects_bad_values(kwargs, match):
         GPTQConfig(**kwargs)
 
 
+@pytest.mark.parametrize("flag", ["sym", "desc_act", "static_groups", "true_sequential"])
+def test_config_flags_must_be_bools(flag):
+    # GPTQConfig(sym="no") used to quantize symmetrically ("no" is truthy).
+    with pytest.raises(TypeError, match=flag):
+        GPTQConfig(**{flag: "no"})
+
+
+def test_all_masked_calibration_is_an_error_not_zero_weights():
+    g = GPTQ(nn.Linear(8, 4))
+    g.add_batch(torch.randn(2, 3, 8), mask=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="Hessian is all zero"):
+        g.quantize()
+
+
+def test_gptq_quantize_checks_its_inputs():
+    W, H, cfg = torch.randn(4, 8), torch.eye(8), GPTQConfig(group_size=-1)
+    with pytest.raises(TypeError, match="GPTQConfig"):
+        gptq_quantize(W, H, {"bits": 4})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="W must be a 2-D floating-point"):
+        gptq_quantize(torch.ones(4, 8, dtype=torch.long), H, cfg)
+    with pytest.raises(TypeError, match="H must be a 2-D floating-point"):
+        gptq_quantize(W, torch.ones(8), cfg)
+    with pytest.raises(ValueError, match=r"H must be \[cols, cols\]"):
+        gptq_quantize(W, torch.eye(4), cfg)
+
+
 def test_bad_layer_and_data():
     with pytest.raises(TypeError, match=r"nn\.Linear"):
         GPTQ(nn.LayerNorm(4))

@@ -82,6 +82,10 @@ class GPTQConfig:
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
+        for flag in ("sym", "desc_act", "static_groups", "act_group_aware", "true_sequential"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool):  # "no" or 0 must not quietly mean True / False
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         gs = self.group_size
         if isinstance(gs, bool) or not isinstance(gs, int) or not (gs == -1 or gs > 0):
             raise ValueError(
@@ -454,6 +458,26 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, cfg: GPTQConfig) -> QuantRes
 
     Neither input is modified. Computation happens in ``W``'s dtype.
     """
+    if not isinstance(cfg, GPTQConfig):
+        raise TypeError(f"cfg must be a GPTQConfig, got {type(cfg).__name__}")
+    for name, t in (("W", W), ("H", H)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or not t.is_floating_point():
+            what = (
+                f"{t.dtype} tensor of shape {tuple(t.shape)}"
+                if isinstance(t, torch.Tensor)
+                else type(t).__name__
+            )
+            raise TypeError(f"{name} must be a 2-D floating-point tensor, got {what}")
+    if H.shape != (W.shape[1], W.shape[1]):
+        raise ValueError(
+            f"H must be [cols, cols] = {(W.shape[1], W.shape[1])} for W of shape "
+            f"{tuple(W.shape)}, got {tuple(H.shape)}"
+        )
+    if not bool((torch.diagonal(H) != 0).any()):
+        raise ValueError(
+            "the Hessian is all zero: no calibration input reached this layer (were all "
+            "calibration tokens masked out?); quantizing would zero every weight"
+        )
     rows, cols = W.shape
     dtype = W.dtype
     dev = W.device

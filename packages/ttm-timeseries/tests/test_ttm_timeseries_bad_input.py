@@ -41,11 +41,20 @@ def _cfg(**kw) -> TTMConfig:
         ),
         (dict(categorical_vocab_size_list=[3]), "mix_channel"),
         (dict(positional_encoding_type="learned"), "positional_encoding_type"),
+        # granite-tsfm options this package lacks used to be stored and ignored.
+        (dict(gate_mode="sigmoid"), r"does not support the key\(s\) \['gate_mode'\]"),
+        (dict(patch_length=8, patch_stride=16), "must not exceed patch_length"),
     ],
 )
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**kw)
+
+
+def test_patch_stride_defaults_to_patch_length():
+    # It used to default to 8 whatever the patch length: 57 overlapping patches at 64.
+    cfg = TTMConfig(context_length=512, patch_length=64, prediction_length=96)
+    assert cfg.patch_stride == 64 and cfg.num_patches == 8
 
 
 def test_config_type_errors():

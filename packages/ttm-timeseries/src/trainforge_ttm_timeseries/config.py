@@ -9,6 +9,7 @@ notebooks/hfdemo/tinytimemixer/ttm_pretrain_sample.py.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -64,6 +65,23 @@ _LOSSES = ("mse", "mae", "pinball", "huber", None)
 _SCALINGS = ("std", "mean", None, True, False)
 # Keys the reference writes into config.json as derived state; recomputed here.
 _DERIVED_KEYS = ("num_patches", "init_processing", "masked_context_length", "patch_last")
+# Keys PretrainedConfig itself takes or writes into config.json (any other unknown key is an
+# error: granite-tsfm options this package does not implement, like gate_mode="sigmoid",
+# would otherwise be stored and ignored, giving different outputs from the same weights).
+_BASE_CONFIG_KEYS = frozenset(
+    {
+        *inspect.signature(PretrainedConfig.__init__).parameters,
+        *PretrainedConfig().to_dict(),
+        "torch_dtype",
+        "auto_map",
+        "name_or_path",
+        "_commit_hash",
+        "_attn_implementation",
+        "attn_implementation",
+        "num_labels",
+        "tie_word_embeddings",
+    }
+) - {"self"}
 
 
 def frequency_token(freq: str, mapping: dict[str, int] | None = None) -> int:
@@ -106,7 +124,7 @@ class TTMConfig(PretrainedConfig):
         patch_length: int = 8,
         num_input_channels: int = 1,
         prediction_length: int = 16,
-        patch_stride: int = 8,
+        patch_stride: int | None = None,
         prediction_channel_indices: Sequence[int] | None = None,
         exogenous_channel_indices: Sequence[int] | None = None,
         d_model: int = 16,
@@ -155,6 +173,15 @@ class TTMConfig(PretrainedConfig):
     ) -> None:
         for key in _DERIVED_KEYS:
             kwargs.pop(key, None)
+        unknown = sorted(set(kwargs) - _BASE_CONFIG_KEYS)
+        if unknown:
+            raise ValueError(
+                f"TTMConfig does not support the key(s) {unknown}: they are not TTM options "
+                "this package implements (granite-tsfm options it lacks are refused rather "
+                "than silently ignored)"
+            )
+        if patch_stride is None:  # non-overlapping patches unless asked otherwise
+            patch_stride = patch_length
         self.context_length = context_length
         self.patch_length = patch_length
         self.num_input_channels = num_input_channels
@@ -320,6 +347,11 @@ class TTMConfig(PretrainedConfig):
             raise ValueError(
                 f"context_length ({self.context_length}) must be greater than patch_length "
                 f"({self.patch_length})"
+            )
+        if self.patch_stride > self.patch_length:
+            raise ValueError(
+                f"patch_stride ({self.patch_stride}) must not exceed patch_length "
+                f"({self.patch_length}): context steps between patches would be dropped"
             )
         if (self.context_length - self.patch_length) % self.patch_stride != 0:
             raise ValueError(

@@ -99,6 +99,26 @@ def test_forward_rejects_bad_shapes_and_nan():
         model(torch.randn(2, 64, 1), past_observed_mask=torch.ones(2, 64, 3))
 
 
+def test_everyday_inputs_float64_numpy_pandas_and_inf():
+    pd = pytest.importorskip("pandas")
+    torch.manual_seed(0)
+    model = TTMForPrediction(_cfg(num_input_channels=2)).eval()
+    x = torch.randn(1, 64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(x.float()).prediction_outputs
+        # float64 used to raise a dtype mismatch deep inside a Linear.
+        torch.testing.assert_close(model(x).prediction_outputs, want)
+        torch.testing.assert_close(model(x.numpy()).prediction_outputs, want)
+        frame = pd.DataFrame(x[0].numpy(), columns=["ghi", "temp_air"])
+        torch.testing.assert_close(model(frame).prediction_outputs, want)
+    with pytest.raises(TypeError, match="must all be numeric"):
+        model(pd.DataFrame({"a": ["x"] * 64, "b": [0.0] * 64}))
+    x = torch.randn(2, 64, 2)
+    x[1, 3, 1] = float("inf")  # used to give NaN forecasts silently
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model(x)
+
+
 def test_wrong_channel_count_in_mix_channel_mode():
     model = TTMForPrediction(_cfg(num_input_channels=3, mode="mix_channel")).eval()
     with pytest.raises(ValueError, match="num_input_channels=3"):
@@ -110,6 +130,14 @@ def test_missing_or_bad_frequency_token_with_prefix_tuning():
     x = torch.randn(2, 64, 1)
     with pytest.raises(ValueError, match="Expecting freq_token"):
         model(x)
+    hourly = TTMForPrediction(
+        _cfg(resolution_prefix_tuning=True, frequency_token_vocab_size=10)
+    ).eval()
+    with torch.no_grad():  # a frequency string is accepted (it used to raise a TypeError)
+        torch.testing.assert_close(
+            hourly(x, freq_token="h").prediction_outputs,
+            hourly(x, freq_token=torch.tensor([7, 7])).prediction_outputs,
+        )
     with pytest.raises(ValueError, match="outside the vocabulary"):
         model(x, freq_token=torch.tensor([7, 1]))  # default vocab is 5, as in the reference
     with pytest.raises(ValueError, match="entries for a batch of 2"):

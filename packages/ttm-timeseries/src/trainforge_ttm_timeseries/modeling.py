@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from trainforge_ttm_timeseries.config import TTMConfig
+from trainforge_ttm_timeseries.config import TTMConfig, frequency_token
 
 logger = logging.getLogger(__name__)
 
@@ -596,6 +596,30 @@ class TTMEncoder(nn.Module):
         return self.mlp_mixer_encoder(h, output_hidden_states)
 
 
+def _as_series(name: str, values: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A [batch, time, channels] tensor in the model's dtype from what users pass: a tensor
+    of any floating dtype, a numpy array, or a pandas DataFrame [time, channels] (one series;
+    a batch of one)."""
+    if hasattr(values, "to_numpy") and hasattr(values, "columns"):  # a pandas DataFrame
+        try:
+            array = values.to_numpy(dtype="float64")
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name}: the DataFrame's columns must all be numeric ({exc})"
+            ) from None
+        values = torch.tensor(array).unsqueeze(0)  # a copy: pandas may hand out read-only views
+    elif type(values).__module__ == "numpy" and hasattr(values, "dtype"):
+        values = torch.from_numpy(values)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, numpy array or pandas DataFrame, got "
+            f"{type(values).__name__}"
+        )
+    if values.is_floating_point() and values.dtype != dtype:
+        values = values.to(dtype)  # float64 data into a float32 model, as users pass it
+    return values.to(device)
+
+
 def _check_freq_token(
     freq_token: torch.Tensor | int | None, batch: int, vocab: int, device: torch.device
 ) -> torch.Tensor:
@@ -958,6 +982,12 @@ class TTMForPrediction(TTMPreTrainedModel):
         metadata: Any = None,
     ) -> TTMForPredictionOutput:
         cfg = self.config
+        dtype = next(self.parameters()).dtype
+        past_values = _as_series("past_values", past_values, dtype, self.device)
+        if future_values is not None:
+            future_values = _as_series("future_values", future_values, dtype, self.device)
+        if isinstance(freq_token, str):  # a frequency string such as "h" or "15min"
+            freq_token = torch.tensor(frequency_token(freq_token))
         past_values = self._check_inputs(past_values, past_observed_mask, future_values)
         if past_observed_mask is not None:
             past_observed_mask = past_observed_mask[:, -cfg.context_length :]
@@ -1048,10 +1078,10 @@ class TTMForPrediction(TTMPreTrainedModel):
                 f"num_input_channels={cfg.num_input_channels} (needed by mix_channel mode, channel "
                 "indices or forecast channel mixing)"
             )
-        if bool(torch.isnan(past_values).any()):
+        if not bool(torch.isfinite(past_values).all()):
             raise ValueError(
-                "past_values contains NaN: replace missing values (e.g. with 0) and mark them "
-                "with past_observed_mask=0 so the scaler ignores them"
+                "past_values contains NaN or inf: replace missing values (e.g. with 0) and mark "
+                "them with past_observed_mask=0 so the scaler ignores them"
             )
         if (
             past_observed_mask is not None
@@ -1078,9 +1108,10 @@ class TTMForPrediction(TTMPreTrainedModel):
                     f"future_values must carry all {cfg.num_input_channels} channels (exogenous "
                     f"ones at {cfg.exogenous_channel_indices}), got {future_values.shape[2]}"
                 )
-            if bool(torch.isnan(future_values).any()):
+            if not bool(torch.isfinite(future_values).all()):
                 raise ValueError(
-                    "future_values contains NaN: replace them and pass future_observed_mask=0 there"
+                    "future_values contains NaN or inf: replace them and pass "
+                    "future_observed_mask=0 there"
                 )
         return past_values
 

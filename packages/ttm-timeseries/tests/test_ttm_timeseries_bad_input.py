@@ -158,6 +158,10 @@ def test_forecast_loss_and_helpers_bad_input():
         train_forecaster(model, [], steps=1, batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         train_forecaster(model, [], steps=1, lr=0.0)
+    items = [{"past_values": torch.randn(64, 1), "future_values": torch.randn(8, 1)}] * 2
+    prefixed = TTMForPrediction(_cfg(resolution_prefix_tuning=True))
+    with pytest.raises(ValueError, match=r"lack \['freq_token'\]"):  # was a bare KeyError
+        train_forecaster(prefixed, items, steps=1)
     with pytest.raises(ValueError, match="past_values"):
         predict(model, torch.randn(64, 1))
     with pytest.raises(TypeError):

@@ -235,6 +235,14 @@ def train_forecaster(
     bar = tqdm(total=steps, disable=not progress, desc="train", leave=False)
     while len(losses) < steps:
         for batch in loader:
+            needed = ("past_values", "future_values", *(("freq_token",) if use_freq_token else ()))
+            missing = [key for key in needed if key not in batch]
+            if missing:
+                raise ValueError(
+                    f"dataset items lack {missing} (they have {sorted(batch)}); "
+                    + ("the model uses resolution prefix tuning, so items need a freq_token"
+                       if "freq_token" in missing else "")
+                )  # fmt: skip
             out = model(
                 batch["past_values"].to(device),
                 future_values=batch["future_values"].to(device),

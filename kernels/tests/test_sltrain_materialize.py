@@ -146,3 +146,16 @@ def test_public_op_dispatches_to_triton(monkeypatch):
     torch.testing.assert_close(
         got, sltrain_materialize_reference(B, A, values, idx, 1.5), atol=1e-4, rtol=1e-4
     )
+
+
+def test_reference_under_bf16_autocast_adds_fp32_values():
+    # The product comes out bf16 under autocast while B, A and values are fp32: the scatter
+    # used to refuse the mix (index_add_ needs one dtype).
+    torch.manual_seed(0)
+    B, A, values = torch.randn(6, 2), torch.randn(2, 5), torch.randn(4)
+    index = torch.tensor([0, 7, 7, 29], dtype=torch.int32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mod.sltrain_materialize_reference(B, A, values, index, 0.5)
+    want = (0.5 * B @ A).view(-1).index_add(0, index.long(), values).view(6, 5)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), want, atol=3e-2, rtol=2e-2)

@@ -75,14 +75,16 @@ def _check(B: torch.Tensor, A: torch.Tensor, values: torch.Tensor, index: torch.
 def sltrain_materialize_reference(
     B: torch.Tensor, A: torch.Tensor, values: torch.Tensor, index: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Plain-torch ``scale * B @ A + scatter(values at index)`` in ``B``'s dtype."""
+    """Plain-torch ``scale * B @ A + scatter(values at index)`` in ``B``'s dtype (in the
+    autocast dtype under ``torch.autocast``, where the product comes out in it)."""
     # The scale goes on the small factor B ([out, r]), so W is allocated and written once.
     out = torch.mm(B if scale == 1.0 else B * scale, A.to(B.dtype))
     if index.numel():
+        values = values.to(out.dtype)  # autocast may have made the product bf16 / fp16
         out = (
-            out.view(-1).index_add(0, index, values.to(B.dtype)).view_as(out)
+            out.view(-1).index_add(0, index, values).view_as(out)
             if torch.is_grad_enabled() and (out.requires_grad or values.requires_grad)
-            else out.view(-1).index_add_(0, index, values.to(B.dtype)).view_as(out)
+            else out.view(-1).index_add_(0, index, values).view_as(out)
         )
     return out
 

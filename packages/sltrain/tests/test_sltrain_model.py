@@ -222,3 +222,23 @@ def test_save_load_bad_input(tmp_path):
         __import__("safetensors").safe_open(str(path), "pt").metadata()["trainforge_sltrain"]
     )
     assert len(meta) == 14
+
+
+def test_bf16_autocast_forward_and_backward():
+    # Under autocast the materialised product is bf16 while the sparse values are fp32: the
+    # scatter used to raise a dtype mismatch, and the backward mixed bf16 and fp32 GEMMs.
+    torch.manual_seed(0)
+    model = tiny_llama(num_layers=1, hidden_size=32, num_heads=4, vocab_size=64)
+    apply_sltrain(model, rank=4, sparsity=0.1)
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids, labels=ids).loss
+    low.backward()
+    low_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    full = model(ids, labels=ids).loss
+    full.backward()
+    assert abs(low.item() - full.item()) < 2e-2
+    for g, p in zip(low_grads, model.parameters(), strict=True):
+        assert g.dtype == p.dtype == torch.float32
+        assert (g - p.grad).abs().max() <= 5e-2 * p.grad.abs().max() + 1e-6

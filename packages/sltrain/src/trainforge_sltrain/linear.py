@@ -111,6 +111,7 @@ class _SLTrainLinearFn(torch.autograd.Function):
         out = F.linear(x, W, bias)
         ctx.save_for_backward(x, B, A, values, index)
         ctx.scale = scale
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return out
 
     @staticmethod
@@ -119,23 +120,27 @@ class _SLTrainLinearFn(torch.autograd.Function):
         scale = ctx.scale
         need_x, need_B, need_A, need_v, _, need_bias, _ = ctx.needs_input_grad
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        # Under autocast the forward ran in a lower precision than the parameters; the
+        # backward (outside autocast) computes in the gradient's dtype and hands each input
+        # its gradient in its own dtype, as the reference's autocast path does.
+        dt = g2.dtype
         grad_x = grad_B = grad_A = grad_v = grad_bias = None
         if need_x:
             W = _materialize(B, A, values, index, scale)  # recomputed, never saved
-            grad_x = torch.mm(g2, W).view(x.shape)
+            grad_x = torch.mm(g2, W.to(dt)).view(x.shape).to(x.dtype)
             del W
         if need_B or need_A or need_v:
-            x2 = x.reshape(-1, x.shape[-1])
+            x2 = x.reshape(-1, x.shape[-1]).to(dt)
             grad_W = torch.mm(g2.t(), x2)  # [out, in] transient, as in the reference backward
             if need_B:
-                grad_B = torch.mm(grad_W, A.t()).mul_(scale)
+                grad_B = torch.mm(grad_W, A.t().to(dt)).mul_(scale).to(B.dtype)
             if need_A:
-                grad_A = torch.mm(B.t(), grad_W).mul_(scale)
+                grad_A = torch.mm(B.t().to(dt), grad_W).mul_(scale).to(A.dtype)
             if need_v:
-                grad_v = grad_W.view(-1).index_select(0, index)
+                grad_v = grad_W.view(-1).index_select(0, index).to(values.dtype)
             del grad_W
         if need_bias:
-            grad_bias = g2.sum(0)
+            grad_bias = g2.sum(0).to(ctx.bias_dtype)
         return grad_x, grad_B, grad_A, grad_v, None, grad_bias, None
 
 

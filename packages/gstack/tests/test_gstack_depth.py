@@ -377,3 +377,45 @@ def test_per_layer_types_follow_their_source_block(tmp_path):
     big.save_pretrained(tmp_path)
     again = transformers.Qwen2ForCausalLM.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(logits(again, x), logits(big, x), atol=1e-6, rtol=0)
+
+
+def _tiny(family: str) -> nn.Module:
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    if family == "qwen3":
+        return transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=8, **common))
+    if family == "gemma":
+        return transformers.GemmaForCausalLM(transformers.GemmaConfig(head_dim=8, **common))
+    if family == "phi":
+        return transformers.PhiForCausalLM(transformers.PhiConfig(**common))
+    if family == "olmo":
+        return transformers.OlmoForCausalLM(transformers.OlmoConfig(**common))
+    return transformers.LlamaModel(transformers.LlamaConfig(**common))  # bare, no LM head
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma", "phi", "olmo", "bare-llama"])
+def test_decoders_sharing_the_llama_layout_are_found_generically(family):
+    # They used to be refused (only four model types were known).
+    torch.manual_seed(0)
+    small = _tiny(family).eval()
+    layout = find_layout(small)
+    assert layout.layers == ("layers" if family == "bare-llama" else "model.layers")
+    assert len(layout.output_projections) == 2
+    big = grow_depth(small, 2, "zero").eval()  # function-preserving: outputs unchanged
+    assert big.config.num_hidden_layers == 4
+    x = tokens()
+    if family == "bare-llama":
+        want, got = small(x).last_hidden_state, big(x).last_hidden_state
+    else:
+        want, got = logits(small, x), logits(big, x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

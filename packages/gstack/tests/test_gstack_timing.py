@@ -34,6 +34,15 @@ def test_timing_rule_matches_the_formula_written_out():
     assert growth_timing_tokens(n, 1e23) < growth_timing_tokens(n, 1e22) * 10
 
 
+def test_timing_rule_warns_far_outside_its_fitted_flops():
+    # A 2M-parameter model on 50M tokens (C = 6e14) used to get a budget silently.
+    with pytest.warns(GrowthWarning, match="far outside the range the rule was fitted on"):
+        growth_timing_tokens(2e6, tokens=5e7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        growth_timing_tokens(7e9, tokens=2e12)  # inside: no warning
+
+
 def test_plan_uses_the_rule_and_the_reference_recipe():
     plan = plan_gstack(7e9, 2e12)
     assert isinstance(plan, GStackPlan)

@@ -39,7 +39,14 @@ LAYOUTS: dict[str, DecoderLayout] = {
 }
 """Known decoder layouts by transformers ``model_type``: where the block list and its config
 fields live."""
-_KNOWN_OUTPUTS = tuple(dict.fromkeys(p for lay in LAYOUTS.values() for p in lay.output_projections))
+# Residual-stream writers of families found generically (Phi: self_attn.dense / mlp.fc2;
+# Qwen2/3, Gemma, OLMo share Llama's o_proj / down_proj).
+_KNOWN_OUTPUTS = tuple(
+    dict.fromkeys(
+        [p for lay in LAYOUTS.values() for p in lay.output_projections]
+        + ["self_attn.dense", "mlp.fc2"]
+    )
+)
 
 
 def _check_model(model: object) -> nn.Module:
@@ -56,28 +63,46 @@ def find_layout(model: nn.Module, layers_attr: str = "auto") -> DecoderLayout:
     """The :class:`DecoderLayout` of ``model``.
 
     ``layers_attr="auto"`` looks the model's ``config.model_type`` up in :data:`LAYOUTS`
-    (Llama, Mistral, GPT-2, GPT-NeoX). A dotted path (e.g. ``"model.layers"``) names the
-    block list of any other decoder; its output projections are then looked for under the
-    names the known families use.
+    (Llama, Mistral, GPT-2, GPT-NeoX) and otherwise finds the one ``nn.ModuleList`` of
+    ``*DecoderLayer`` blocks (Qwen2/3, Gemma, Phi, OLMo, a bare ``LlamaModel``, ...). A
+    dotted path (e.g. ``"model.layers"``) names the block list of any other decoder. Output
+    projections of a layout not in :data:`LAYOUTS` are looked for under the names the known
+    families use.
     """
     model = _check_model(model)
     if not isinstance(layers_attr, str) or not layers_attr:
         raise TypeError(f"layers_attr must be 'auto' or a dotted path, got {layers_attr!r}")
     model_type = getattr(model.config, "model_type", None)
-    if layers_attr == "auto":
-        if model_type not in LAYOUTS:
-            raise ValueError(
-                f"unsupported model: config.model_type={model_type!r} "
-                f"({type(model).__name__}); supported: {sorted(LAYOUTS)}. Pass "
-                "layers_attr='path.to.layers' to grow another decoder's block list"
-            )
-        layout = LAYOUTS[model_type]
+    known = LAYOUTS.get(str(model_type))
+    if layers_attr == "auto" and known is not None and _has_submodule(model, known.layers):
+        layout = known
     else:
-        first = _get_layers(model, layers_attr)[0]
+        path = _find_decoder_stack(model) if layers_attr == "auto" else layers_attr
+        first = _get_layers(model, path)[0]
         outputs = tuple(p for p in _KNOWN_OUTPUTS if _has_submodule(first, p))
-        layout = DecoderLayout(str(model_type), layers_attr, outputs)
+        layout = DecoderLayout(str(model_type), path, outputs)
     _get_layers(model, layout.layers)
     return layout
+
+
+def _find_decoder_stack(model: nn.Module) -> str:
+    """The path of the single ``nn.ModuleList`` whose blocks are ``*DecoderLayer`` modules."""
+    stacks = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and all(type(block).__name__.endswith("DecoderLayer") for block in module)
+    ]
+    if len(stacks) != 1:
+        found = "none" if not stacks else ", ".join(repr(s) for s in stacks)
+        raise ValueError(
+            f"unsupported model: config.model_type={getattr(model.config, 'model_type', None)!r} "
+            f"({type(model).__name__}) is not in {sorted(LAYOUTS)} and has no single "
+            f"ModuleList of *DecoderLayer blocks (found {found}). Pass "
+            "layers_attr='path.to.layers' to grow its block list"
+        )
+    return stacks[0]
 
 
 def _get_layers(model: nn.Module, path: str) -> nn.ModuleList:

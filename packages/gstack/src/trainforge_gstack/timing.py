@@ -21,6 +21,9 @@ from trainforge_gstack.depth import DEFAULT_FACTOR, GrowthWarning
 TIMING_SLOPE = 0.88
 TIMING_FLOPS_COEF = 163.27
 TIMING_INTERCEPT = -5.74
+# The FLOP range the rule was fitted on (the paper's growth-timing runs: 10^20 to 10^23);
+# outside it the log-log fit gives budgets with no evidence behind them.
+FITTED_FLOPS = (1e20, 1e23)
 
 
 def _positive(name: str, value: object) -> float:
@@ -47,7 +50,17 @@ def growth_timing_tokens(
     if c <= 10.0:
         raise ValueError(f"the FLOP budget must exceed 10 (log10(C) > 1), got {c!r}")
     log_d = TIMING_SLOPE * math.log10(n) + TIMING_FLOPS_COEF / math.log10(c) + TIMING_INTERCEPT
-    return 10.0**log_d
+    d = 10.0**log_d
+    low, high = FITTED_FLOPS
+    if not low / 10 <= c <= high * 10:
+        warnings.warn(
+            f"growth_timing_tokens: C={c:.3g} FLOPs is far outside the range the rule was "
+            f"fitted on ({low:.0e}-{high:.0e}); its answer d={d:.3g} tokens is an "
+            "extrapolation (pick the growth point by measurement at this scale)",
+            GrowthWarning,
+            stacklevel=2,
+        )
+    return d
 
 
 @dataclass(frozen=True)
@@ -129,8 +142,13 @@ def plan_gstack(
             stacklevel=2,
         )
     if growth_tokens is None:
-        d = growth_timing_tokens(n, tokens=d_total)
-        if d >= d_total:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", GrowthWarning)
+            d = growth_timing_tokens(n, tokens=d_total)
+        if d < d_total:  # the rule's own range warning, if any, is the one to see
+            for w in caught:
+                warnings.warn(w.message, w.category, stacklevel=2)
+        else:  # says more than the range warning: the answer is not even usable
             warnings.warn(
                 f"plan_gstack: the timing rule gives d={d:.3g} tokens, not below the budget "
                 f"D={d_total:.3g}; it was fitted at 10^20-10^23 FLOPs and does not extrapolate "

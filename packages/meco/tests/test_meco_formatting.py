@@ -32,6 +32,9 @@ def enc(text: str) -> list[int]:
         ("en.wikipedia.org/wiki/Y", "en.wikipedia.org"),
         ("https://user:pw@host.io:8080/x", "host.io:8080"),
         ("https://192.168.0.1/index.html", "192.168.0.1"),
+        # "://" in the path is valid (it used to be refused as "another scheme").
+        ("https://web.archive.org/web/2020/https://example.com/a", "web.archive.org"),
+        ("web.archive.org/web/2020/http://x.org", "web.archive.org"),
     ],
 )
 def test_url_host_keeps_subdomains(url: str, host: str) -> None:

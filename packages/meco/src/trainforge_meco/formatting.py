@@ -66,7 +66,9 @@ def url_host(url: str) -> str:
     if not text or any(c.isspace() for c in text):
         raise ValueError(f"url must be a non-empty URL without whitespace, got {url!r}")
     rest = _SCHEME.sub("", text)
-    if "://" in rest:
+    # Another scheme only where a scheme can stand: "://" later in the path is valid
+    # (web.archive.org/web/2020/https://example.com).
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", rest):
         raise ValueError(f"url must use http(s):// or no scheme, got {url!r}")
     host = rest.split("/")[0].split("?")[0].split("#")[0]
     if "@" in host:  # user:password@host

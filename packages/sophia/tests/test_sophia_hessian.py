@@ -169,6 +169,44 @@ def test_sophiah_helper_is_exact_on_a_diagonal_quadratic():
     torch.testing.assert_close(opt.state[model.w]["hessian"], 0.5 * a)
 
 
+def test_sophiah_helper_with_a_parameter_the_loss_does_not_use():
+    # Used to crash in autograd.grad (no allow_unused); the unused one keeps a zero estimate.
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+
+    class Quad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4))
+            self.unused = nn.Parameter(torch.ones(3))
+
+    model = Quad()
+    opt = SophiaH(model.parameters(), betas=(0.9, 0.0), n_samples=2)
+    maybe_update_hessian(opt, model, torch.tensor(1.0),
+                         loss_fn=lambda m, b: 0.5 * (a * m.w**2).sum() * b, force=True)  # fmt: skip
+    torch.testing.assert_close(opt.state[model.w]["hessian"], a)
+    torch.testing.assert_close(opt.state[model.unused]["hessian"], torch.zeros(3))
+
+
+def test_a_tuple_is_one_batch_not_two_micro_batches():
+    seen = []
+
+    class Quad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+
+    def loss_fn(m, batch):
+        seen.append(batch)
+        x, y = batch
+        return ((m.w * x - y) ** 2).sum()
+
+    model = Quad()
+    opt = SophiaH(model.parameters(), n_samples=1)
+    pair = (torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0]))
+    maybe_update_hessian(opt, model, pair, loss_fn=loss_fn, force=True)
+    assert len(seen) == 1 and seen[0] is pair
+
+
 def test_helper_on_a_tiny_causal_lm():
     from trainforge_core.models import tiny_llama
 

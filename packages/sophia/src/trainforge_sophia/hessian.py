@@ -113,7 +113,8 @@ def hutchinson_diag(
             raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
         if not loss.requires_grad:
             raise ValueError("hutchinson_diag: loss has no graph (was it computed under no_grad?)")
-        grads = torch.autograd.grad(loss, params, create_graph=True)
+        # A parameter the loss does not use has no gradient (and a zero Hessian diagonal).
+        grads = list(torch.autograd.grad(loss, params, create_graph=True, allow_unused=True))
     else:
         grads = list(loss)
         if len(grads) != len(params):
@@ -124,10 +125,15 @@ def hutchinson_diag(
         probes = [list(z) for z in probes]
         n_samples = len(probes)
     out = [torch.zeros_like(p) for p in params]
+    # Only gradients that depend on the parameters carry a Hessian-vector product.
+    live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    if not live:
+        return out
     for s in range(n_samples):
         zs = probes[s] if probes is not None else [_probe(p, dist, generator) for p in params]
-        hz = torch.autograd.grad(grads, params, grad_outputs=zs, retain_graph=s < n_samples - 1,
-                                 allow_unused=True)  # fmt: skip
+        hz = torch.autograd.grad([grads[i] for i in live], params,
+                                 grad_outputs=[zs[i] for i in live],
+                                 retain_graph=s < n_samples - 1, allow_unused=True)  # fmt: skip
         for o, z, h in zip(out, zs, hz, strict=True):
             if h is not None:
                 o.add_(z * h.detach(), alpha=1.0 / n_samples)
@@ -187,6 +193,8 @@ def maybe_update_hessian(
     micro-batch's loss is divided by their number) and update the optimizer's EMA. The
     training gradients are set aside and restored. Returns whether it ran.
 
+    A ``list`` of micro-batches is accumulated; a tensor, a mapping or a tuple is one batch.
+
     SophiaG: Gauss-Newton-Bartlett. ``logits_fn(model, batch) -> (logits, labels|None)``;
     the default suits transformers causal LMs (token tensors or dicts with ``input_ids``,
     optional ``labels``/``attention_mask``), shifting so position t predicts t+1. The
@@ -204,7 +212,9 @@ def maybe_update_hessian(
         raise ValueError(f"grad_clip must be positive or None, got {grad_clip!r}")
     if not (force or optimizer.hessian_due()):
         return False
-    micro = [batches] if isinstance(batches, Tensor | Mapping) else list(batches)
+    # A list (or other iterable) holds micro-batches; a tensor, mapping or tuple is one batch
+    # (a tuple is how (inputs, labels) pairs come: it used to be read as two micro-batches).
+    micro = [batches] if isinstance(batches, Tensor | Mapping | tuple) else list(batches)
     if not micro:
         raise ValueError("maybe_update_hessian: batches is empty")
     if isinstance(optimizer, SophiaG):

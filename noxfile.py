@@ -10,6 +10,9 @@ edit here. Each suite runs once; each session proves one thing:
   test runs the quick demo.
 - tests_all: every member installed together (a resolution or import conflict fails) and
   integration_tests/ (cross-package combinations, the CLI as a user runs it).
+- distributed: the multi-process tests (marker `distributed`, files
+  tests/test_*distributed*.py) of every member: ranks spawned on gloo over loopback by
+  `trainforge_core.distributed.run_on_ranks`.
 - kernels_interpret: the Triton kernels against their torch references on CPU
   (TRITON_INTERPRET=1).
 - wheels: build every member without workspace sources, install each technique from the
@@ -60,6 +63,7 @@ nox.options.sessions = [
     "release_check",
     "tests",
     "tests_all",
+    "distributed",
     "kernels_interpret",
     "wheels",
     "docs",
@@ -101,7 +105,7 @@ def _timed(fn):
 
 
 # Sessions whose work grows with the number of packages (besides each package's own).
-SCALING_SESSIONS = ("tests_all", "wheels", "docs")
+SCALING_SESSIONS = ("tests_all", "distributed", "wheels", "docs")
 
 
 def _print_session_times() -> None:
@@ -165,7 +169,9 @@ def tests(session: nox.Session, package: str) -> None:
     _sync(session, "--package", package, "--group", "test")
     # --durations reports the slowest tests (the quick demo among them); nothing is timed.
     tests = str(MEMBERS[package].relative_to(ROOT) / "tests")
-    _pytest_exit_ok(session, tests, "-q", "--durations=3", *session.posargs)
+    _pytest_exit_ok(
+        session, tests, "-q", "--durations=3", "-m", "not distributed", *session.posargs
+    )
 
 
 @nox.session
@@ -175,6 +181,22 @@ def tests_all(session: nox.Session) -> None:
     # The dev group brings ruff and nox for the scaffold test.
     _sync(session, "--all-packages", "--group", "test", "--group", "dev")
     session.run("pytest", "integration_tests", "-q", *session.posargs)
+
+
+@nox.session
+@_timed
+def distributed(session: nox.Session) -> None:
+    # Multi-process tests (marker `distributed`, files tests/test_*distributed*.py): every
+    # member installed, ranks spawned on gloo over the loopback address.
+    _sync(session, "--all-packages", "--group", "test")
+    files = sorted(
+        str(f.relative_to(ROOT))
+        for path in MEMBERS.values()
+        for f in (path / "tests").glob("test_*distributed*.py")
+    )
+    _pytest_exit_ok(
+        session, *files, "-q", "-m", "distributed", "--import-mode=importlib", *session.posargs
+    )
 
 
 @nox.session

@@ -225,6 +225,24 @@ def maybe_update_hessian(
     return True
 
 
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _is_ddp(model: nn.Module) -> bool:
+    return isinstance(model, nn.parallel.DistributedDataParallel)
+
+
+def _average_across_ranks(tensors: Iterable[Tensor]) -> None:
+    """All-reduce (mean) in place: the ranks' estimates become one, as DDP's gradient
+    averaging makes them in the reference's training script."""
+    world = _world_size()
+    for t in tensors:
+        torch.distributed.all_reduce(t)
+        t.div_(world)
+
+
 def _gnb_update(opt: SophiaG, model: nn.Module, micro: list[Any], logits_fn: Callable,
                 ignore_index: int, grad_clip: float | None,
                 generator: torch.Generator | None) -> None:  # fmt: skip
@@ -238,6 +256,20 @@ def _gnb_update(opt: SophiaG, model: nn.Module, micro: list[Any], logits_fn: Cal
                 int((labels != ignore_index).sum()) if labels is not None
                 else math.prod(logits.shape[:-1])
             )  # fmt: skip
+        if _world_size() > 1:
+            # bs = the predictions of every rank (train_sophiag.py: total_bs over all
+            # processes); the grads averaged across ranks unless DDP's backward did it.
+            count = torch.tensor([n_pred], dtype=torch.float64)
+            torch.distributed.all_reduce(count)
+            n_pred = int(count.item())
+            if not _is_ddp(model):
+                # Every parameter takes part (zeros where this rank has no grad), so the
+                # ranks issue the same collectives and none waits forever.
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+                _average_across_ranks(grads)
+                for p, g in zip(params, grads, strict=True):
+                    if p.grad is None and bool(g.any()):
+                        p.grad = g
         if grad_clip is not None:  # train_sophiag.py clips the sampled-label grads too
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], grad_clip)
         opt.update_hessian(n_predictions=n_pred)
@@ -255,4 +287,6 @@ def _hutchinson_update(opt: SophiaH, model: nn.Module, micro: list[Any], loss_fn
             est = hutchinson_diag(loss, params, probes=probes)
             for t, e in zip(total, est, strict=True):
                 t.add_(e)
+    if _world_size() > 1:  # one estimate for every rank (the mean over their batches)
+        _average_across_ranks(total)
     opt.update_hessian(dict(zip(params, total, strict=True)))

@@ -116,6 +116,33 @@ class GraphonBasis:
     def resolution(self) -> int:
         return self.graphons[0].resolution
 
+    def state_dict(self) -> dict:
+        """Tensors and metadata to ``torch.save`` (plain types: loads with weights_only)."""
+        return {
+            "split": self.split,
+            "labels": list(self.labels),
+            "tv_weight": self.tv_weight,
+            "graphons": [
+                {
+                    "values": g.values,
+                    "step_function": g.step_function,
+                    "method": g.method,
+                    "num_graphs": g.num_graphs,
+                    "max_nodes": g.max_nodes,
+                }
+                for g in self.graphons
+            ],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping) -> GraphonBasis:
+        """Rebuild a basis saved with :meth:`state_dict`."""
+        try:
+            graphons = [Graphon(**g) for g in state["graphons"]]
+            return cls(graphons, state["split"], list(state["labels"]), state["tv_weight"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"state is not a GraphonBasis state_dict: {exc}") from exc
+
     def stack(self) -> torch.Tensor:
         """The basis as a ``(K, r, r)`` tensor."""
         return torch.stack([g.values for g in self.graphons])

@@ -82,7 +82,7 @@ def test_early_stopping_follows_the_reference_rule():
             if trigger >= cfg.patience:
                 stop = i
                 break
-    assert stop is None and len(losses) == cfg.epochs or stop == len(losses) - 1
+    assert (stop is None and len(losses) == cfg.epochs) or stop == len(losses) - 1
 
 
 def test_splits_and_best_of_several_bases(gen):

@@ -62,8 +62,10 @@ def _plain_sas(graphs: list[Data], r: int) -> np.ndarray:
         a = [[0.0] * n for _ in range(n)]
         for s, t in g.edge_index.T.tolist():
             a[s][t] = 1.0
-        deg = [0.5 * sum(a[i][j] for j in range(n)) + 0.5 * sum(a[j][i] for j in range(n))
-               for i in range(n)]
+        deg = [
+            0.5 * sum(a[i][j] for j in range(n)) + 0.5 * sum(a[j][i] for j in range(n))
+            for i in range(n)
+        ]
         order = sorted(range(n), key=lambda i: (deg[i], i), reverse=True)
         adjs.append([[a[i][j] for j in order] for i in order])
     n_max = max(len(a) for a in adjs)
@@ -83,11 +85,11 @@ def _plain_sas(graphs: list[Data], r: int) -> np.ndarray:
     scale = k / r
     for y in range(r):
         sy = min(max((y + 0.5) * scale - 0.5, 0.0), k - 1)
-        y0 = int(math.floor(sy))
+        y0 = math.floor(sy)
         y1, fy = min(y0 + 1, k - 1), sy - y0
         for x in range(r):
             sx = min(max((x + 0.5) * scale - 0.5, 0.0), k - 1)
-            x0 = int(math.floor(sx))
+            x0 = math.floor(sx)
             x1, fx = min(x0 + 1, k - 1), sx - x0
             top = step[y0, x0] * (1 - fx) + step[y0, x1] * fx
             bot = step[y1, x0] * (1 - fx) + step[y1, x1] * fx

@@ -8,12 +8,14 @@ types 0 and 10, 20-40 nodes) and 50 downstream graphs (0.7 type 0 + 0.3 type 10 
 Two settings, one process each time:
 
 * "reference": the reference's fit as written (gradient through the unrolled entropic GW
-  solver, torch's default thread count);
-* "ours": envelope gradient, single-threaded small solves.
+  solver), graphons estimated with torch's default thread count;
+* "ours": envelope gradient, everything single-threaded.
+
+`fit_mixture` itself runs single-threaded for r <= 256 in both settings.
 
 Prints, per resolution and setting, the seconds spent estimating graphons (bases and the
 downstream graphon), fitting mixtures and solving the exact GW of the best mixtures, and the
-scores of the three splits. Times are medians of 1 run (the machine is shared).
+scores of the three splits. Times are of one run (the machine is shared).
 """
 
 from __future__ import annotations

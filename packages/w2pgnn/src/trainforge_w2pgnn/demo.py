@@ -70,7 +70,7 @@ _QUICK = _Setup(
     per_set=40, resolution=20, pretrain_epochs=8, finetune_epochs=30, seeds=1, n_test=80
 )
 _FULL = _Setup(
-    per_set=150, resolution=50, pretrain_epochs=60, finetune_epochs=100, seeds=3, n_test=300
+    per_set=100, resolution=32, pretrain_epochs=30, finetune_epochs=100, seeds=3, n_test=200
 )
 
 

@@ -207,8 +207,13 @@ class DataCollatorForUL2:
                 if d.paradigm not in modes:
                     raise ValueError(f"mode_tokens has no token for paradigm {d.paradigm!r}")
                 mode_ids = tuple(int(i) for i in tokenizer.encode(modes[d.paradigm], add_special_tokens=False))
-                if not mode_ids:
-                    raise ValueError(f"mode token {modes[d.paradigm]!r} encodes to no ids")
+                unk = tokenizer.unk_token_id
+                if not mode_ids or (unk is not None and unk in mode_ids):
+                    raise ValueError(
+                        f"mode token {modes[d.paradigm]!r} encodes to {list(mode_ids)} (empty "
+                        "or unknown) with this tokenizer; add it first with "
+                        "add_ul2_tokens(tokenizer, mode_tokens=...) or pass mode_tokens=None"
+                    )
             room = self.input_length - len(mode_ids)
             try:
                 if d.is_prefix_lm:

@@ -123,7 +123,17 @@ def test_sentinel_functions_bad_arguments():
     rows = np.stack([mask, np.roll(mask, 1) | np.roll(mask, 2)])
     with pytest.raises(ValueError, match="same number of tokens"):
         noise_span_to_unique_sentinel(np.stack([tokens, tokens]), rows, [100, 101, 102])
-    assert noise_span_to_unique_sentinel(tokens, mask, [100, 101]).tolist() == [0, 1, 2, 100, 5, 6, 101, 8, 9]
+    assert noise_span_to_unique_sentinel(tokens, mask, [100, 101]).tolist() == [
+        0,
+        1,
+        2,
+        100,
+        5,
+        6,
+        101,
+        8,
+        9,
+    ]
 
 
 def test_tokenizer_checks():

@@ -71,8 +71,14 @@ def test_encoder_decoder_batch_trains_a_tiny_t5(tok, stream):
         assert ids[n - 1] == tok.eos_token_id and (ids[n:] == tok.pad_token_id).all()
     torch.manual_seed(0)
     cfg = T5Config(
-        vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        decoder_start_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     model = T5ForConditionalGeneration(cfg)
     loss = model(**batch).loss
@@ -129,8 +135,12 @@ def test_decoder_only_forward_is_bidirectional_over_the_prefix(tok, stream):
 
 def test_decoder_only_causal_variant_and_bool_mask(tok, stream):
     ex = [stream[:300], stream[300:600]]
-    causal = DataCollatorForUL2(tok, input_length=200, arch="decoder_only", prefix_lm_mask=False, seed=1)(ex)
-    pref = DataCollatorForUL2(tok, input_length=200, arch="decoder_only", mask_dtype=torch.bool, seed=1)(ex)
+    causal = DataCollatorForUL2(
+        tok, input_length=200, arch="decoder_only", prefix_lm_mask=False, seed=1
+    )(ex)
+    pref = DataCollatorForUL2(
+        tok, input_length=200, arch="decoder_only", mask_dtype=torch.bool, seed=1
+    )(ex)
     assert causal["attention_mask"].shape == causal["input_ids"].shape
     assert torch.equal(causal["input_ids"], pref["input_ids"])
     real = causal["attention_mask"].bool()
@@ -208,7 +218,9 @@ def test_packed_dataset_cuts_each_denoisers_raw_length(tok, stream):
     for it in items:
         assert it["input_ids"].size == col.raw_lengths[it["denoiser"]]
     batch = col(items[:8])
-    assert (batch["attention_mask"].sum(1)[[i for i in range(8) if items[i]["denoiser"] < 6]] == 256).all()
+    assert (
+        batch["attention_mask"].sum(1)[[i for i in range(8) if items[i]["denoiser"] < 6]] == 256
+    ).all()
 
 
 def test_packed_dataset_under_dataloader_workers(tok, stream):

@@ -28,7 +28,8 @@ def runs(mask: np.ndarray) -> list[tuple[bool, int]]:
 
 
 @pytest.mark.parametrize(
-    "length,r,mu", [(568, 0.15, 3.0), (766, 0.5, 3.0), (600, 0.15, 64.0), (10, 0.15, 3.0), (2, 0.5, 8.0)]
+    "length,r,mu",
+    [(568, 0.15, 3.0), (766, 0.5, 3.0), (600, 0.15, 64.0), (10, 0.15, 3.0), (2, 0.5, 8.0)],
 )
 def test_mask_counts_and_alternation(length, r, mu):
     masks = random_spans_noise_mask(length, r, mu, rng=0, batch_size=50)
@@ -70,7 +71,7 @@ def test_segmentation_is_uniform():
     # 12 noise tokens in 4 spans: P(first span = a) = C(12 - a - 1, 2) / C(11, 3).
     n, k, draws = 12, 4, 20000
     masks = random_spans_noise_mask(2 * n, 0.5, n / k, rng=3, batch_size=draws)
-    first = np.array([[c for v, c in runs(m) if v][0] for m in masks])
+    first = np.array([next(c for v, c in runs(m) if v) for m in masks])
     for a in range(1, n - k + 2):
         p = math.comb(n - a - 1, k - 2) / math.comb(n - 1, k - 1)
         freq = np.mean(first == a)

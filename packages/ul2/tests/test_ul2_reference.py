@@ -82,9 +82,11 @@ def test_span_corruption_equals_plain_t5(tok, stream, seed, den_index):
     sent = col.sentinel_ids.tolist()
     eos = tok.eos_token_id
     for b, chunk in enumerate(chunks):
-        mask = t5_mask(raw, den.noise_density, den.mean_noise_span_length, noise_keys[b], nonnoise_keys[b])
-        inputs = t5_unique_sentinel(chunk.tolist(), mask, sent) + [eos]
-        targets = t5_unique_sentinel(chunk.tolist(), [not m for m in mask], sent) + [eos]
+        mask = t5_mask(
+            raw, den.noise_density, den.mean_noise_span_length, noise_keys[b], nonnoise_keys[b]
+        )
+        inputs = [*t5_unique_sentinel(chunk.tolist(), mask, sent), eos]
+        targets = [*t5_unique_sentinel(chunk.tolist(), [not m for m in mask], sent), eos]
         assert len(inputs) == 512
         assert out["input_ids"][b].tolist() == inputs
         labels = out["labels"][b]
@@ -112,7 +114,7 @@ def test_every_chunk_round_trips_through_the_sentinels(tok, stream, arch):
     sentinels = set(col.sentinel_ids.tolist())
     eos, pad = tok.eos_token_id, tok.pad_token_id
     examples, start = [], 0
-    for rep in range(6):
+    for _rep in range(6):
         for d, raw in enumerate(col.raw_lengths):
             examples.append({"input_ids": stream[start : start + raw], "denoiser": d})
             start += raw
@@ -140,7 +142,9 @@ def test_every_chunk_round_trips_through_the_sentinels(tok, stream, arch):
 
 
 def test_sentinels_are_used_in_t5_order(tok, stream):
-    col = DataCollatorForUL2(tok, Mixture((Denoiser("R", 0.15, 3.0),), (1.0,)), mode_tokens=None, input_length=128)
+    col = DataCollatorForUL2(
+        tok, Mixture((Denoiser("R", 0.15, 3.0),), (1.0,)), mode_tokens=None, input_length=128
+    )
     out = col([stream[:500]])
     used = [t for t in out["input_ids"][0].tolist() if t in set(col.sentinel_ids.tolist())]
     assert used == col.sentinel_ids[: len(used)].tolist()

@@ -206,7 +206,9 @@ class DataCollatorForUL2:
             if modes is not None:
                 if d.paradigm not in modes:
                     raise ValueError(f"mode_tokens has no token for paradigm {d.paradigm!r}")
-                mode_ids = tuple(int(i) for i in tokenizer.encode(modes[d.paradigm], add_special_tokens=False))
+                mode_ids = tuple(
+                    int(i) for i in tokenizer.encode(modes[d.paradigm], add_special_tokens=False)
+                )
                 unk = tokenizer.unk_token_id
                 if not mode_ids or (unk is not None and unk in mode_ids):
                     raise ValueError(
@@ -225,7 +227,9 @@ class DataCollatorForUL2:
                     )
                     spans = _span_counts(raw, d.noise_density, d.mean_noise_span_length)[1]
             except ValueError as err:
-                raise ValueError(f"input_length={self.input_length} for denoiser {d.name}: {err}") from None
+                raise ValueError(
+                    f"input_length={self.input_length} for denoiser {d.name}: {err}"
+                ) from None
             plans.append(DenoiserPlan(d, mode_ids, raw, max_t, spans))
         self.plans: tuple[DenoiserPlan, ...] = tuple(plans)
         self.targets_length = max(p.max_targets for p in plans)
@@ -239,7 +243,9 @@ class DataCollatorForUL2:
         if sentinel_ids is not None:
             ids = list(sentinel_ids) if isinstance(sentinel_ids, Sequence | np.ndarray) else None
             if ids is None or not all(isinstance(i, int | np.integer) and i >= 0 for i in ids):
-                raise TypeError(f"sentinel_ids must be a sequence of non-negative ints, got {sentinel_ids!r}")
+                raise TypeError(
+                    f"sentinel_ids must be a sequence of non-negative ints, got {sentinel_ids!r}"
+                )
             if needed and len(ids) < needed:
                 raise ValueError(
                     f"the mixture needs {needed} sentinels at input_length={self.input_length} "
@@ -466,7 +472,9 @@ def _denoise_group(
     lo = _prefix_bounds(length, d.noise_density)[0]
     width = length - lo + 1
     idx = prefix[:, None] + np.arange(width)[None, :]
-    targets = np.where(idx < length, np.take_along_axis(tokens, np.minimum(idx, length - 1), 1), pad_id)
+    targets = np.where(
+        idx < length, np.take_along_axis(tokens, np.minimum(idx, length - 1), 1), pad_id
+    )
     targets[rows, length - prefix] = eos_id
     return inputs[:, : m + length], m + prefix + 1, targets, length - prefix + 1
 

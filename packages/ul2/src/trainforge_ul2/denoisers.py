@@ -189,8 +189,8 @@ T5_SPAN_CORRUPTION = Mixture(denoisers=(Denoiser("R", 0.15, 3.0),), rates=(1.0,)
 # -- length planning ----------------------------------------------------------------------
 def _planned_lengths(tokens_length: int, density: float, mean_span: float) -> tuple[int, int, int]:
     """(noise tokens, noise spans, non-noise tokens) as random_spans_helper counts them."""
-    num_noise = int(round(tokens_length * density))
-    num_spans = int(round(num_noise / mean_span))
+    num_noise = round(tokens_length * density)
+    num_spans = round(num_noise / mean_span)
     return num_noise, num_spans, tokens_length - num_noise
 
 
@@ -253,7 +253,7 @@ def prefix_lm_lengths(input_length: int, noise_density: float = 0.25) -> tuple[i
 def _prefix_bounds(length: int, density: float) -> tuple[int, int]:
     # t5/data/preprocessors.py:random_prefix_noise_mask: prefix in [min_input, L - 1].
     max_input = length - 1
-    min_input = min(max_input, max(1, int(round((1 - 2 * density) * max_input))))
+    min_input = min(max_input, max(1, round((1 - 2 * density) * max_input)))
     return min_input, max_input
 
 
@@ -262,8 +262,8 @@ def _span_counts(length: int, density: float, mean_span: float) -> tuple[int, in
     # t5/data/preprocessors.py:random_spans_noise_mask: noise tokens clipped to [1, L - 1],
     # at least one span; the length is raised to 2 "to avoid degeneracy".
     length = max(length, 2)
-    num_noise = min(max(int(round(length * density)), 1), length - 1)
-    num_spans = max(int(round(num_noise / mean_span)), 1)
+    num_noise = min(max(round(length * density), 1), length - 1)
+    num_spans = max(round(num_noise / mean_span), 1)
     if num_spans > length - num_noise:
         raise ValueError(
             f"a chunk of {length} tokens at noise_density={density:g} and "
@@ -357,7 +357,9 @@ def random_prefix_noise_mask(
     return mask if batch_size is not None else mask[0]
 
 
-def _prefix_lengths(rng: np.random.Generator, batch: int, length: int, density: float) -> np.ndarray:
+def _prefix_lengths(
+    rng: np.random.Generator, batch: int, length: int, density: float
+) -> np.ndarray:
     lo, hi = _prefix_bounds(length, density)
     return rng.integers(lo, hi, size=batch, endpoint=True)
 
@@ -375,7 +377,9 @@ def noise_span_to_unique_sentinel(
     tokens = np.asarray(tokens)
     mask = np.asarray(noise_mask)
     if tokens.ndim not in (1, 2) or not np.issubdtype(tokens.dtype, np.integer):
-        raise TypeError(f"tokens must be a 1-D or 2-D integer array, got {tokens.dtype} {tokens.shape}")
+        raise TypeError(
+            f"tokens must be a 1-D or 2-D integer array, got {tokens.dtype} {tokens.shape}"
+        )
     if mask.shape != tokens.shape or mask.dtype != np.bool_:
         raise ValueError(
             f"noise_mask must be a boolean array of the tokens' shape {tokens.shape}, got "

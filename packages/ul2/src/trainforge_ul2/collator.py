@@ -37,10 +37,8 @@ from trainforge_ul2.denoisers import (
     _check_rng,
     _prefix_bounds,
     _prefix_lengths,
+    _span_corrupt,
     _span_counts,
-    _span_mask,
-    noise_span_to_unique_sentinel,
-    nonnoise_span_to_unique_sentinel,
     prefix_lm_lengths,
     span_corruption_lengths,
 )
@@ -317,7 +315,7 @@ class DataCollatorForUL2:
         for key in np.unique(keys):
             rows = np.nonzero(keys == key)[0]
             plan = self.plans[int(which[rows[0]])]
-            group = np.stack([chunks[r] for r in rows])
+            group = np.stack([chunks[r] for r in rows]).astype(np.int64, copy=False)
             g_in, g_in_len, g_t, g_t_len = _denoise_group(
                 gen, group, plan, self.sentinel_ids, self.eos_id, self.pad_id
             )
@@ -347,20 +345,22 @@ class DataCollatorForUL2:
     ) -> tuple[list[np.ndarray], np.ndarray]:
         if not isinstance(examples, Sequence) or isinstance(examples, str | bytes) or not examples:
             raise TypeError(f"examples must be a non-empty list of examples, got {examples!r}")
+        n_plans = len(self.plans)
         given = np.full(len(examples), -1, dtype=np.int64)
         raw: list[Any] = []
         for i, ex in enumerate(examples):
-            if isinstance(ex, Mapping):
-                if "input_ids" not in ex:
+            if type(ex) is dict or isinstance(ex, Mapping):
+                ids = ex.get("input_ids")
+                if ids is None:
                     raise ValueError(f"example {i} has no 'input_ids' (keys: {sorted(ex)})")
-                raw.append(ex["input_ids"])
+                raw.append(ids)
                 d = ex.get("denoiser")
                 if d is not None:
-                    d = int(d.item()) if isinstance(d, torch.Tensor | np.ndarray) else d
-                    if not isinstance(d, int | np.integer) or not 0 <= d < len(self.plans):
+                    if type(d) is not int:
+                        d = int(d.item()) if isinstance(d, torch.Tensor | np.ndarray) else d
+                    if not isinstance(d, int | np.integer) or not 0 <= d < n_plans:
                         raise ValueError(
-                            f"example {i}: denoiser must be an index in [0, {len(self.plans)}), "
-                            f"got {d!r}"
+                            f"example {i}: denoiser must be an index in [0, {n_plans}), got {d!r}"
                         )
                     given[i] = d
             else:
@@ -368,12 +368,16 @@ class DataCollatorForUL2:
         missing = given < 0
         if missing.any():
             given[missing] = self.mixture.sample(int(missing.sum()), gen)
+        limits = [p.raw_length for p in self.plans]
         chunks = []
         for i, ids in enumerate(raw):
-            arr = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
-            if arr.ndim != 1 or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+            if type(ids) is np.ndarray:
+                arr = ids
+            else:
+                arr = ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+            if arr.ndim != 1 or not (arr.size == 0 or arr.dtype.kind in "iu"):
                 raise TypeError(f"example {i}: input_ids must be a 1-D sequence of token ids")
-            arr = arr[: self.plans[int(given[i])].raw_length].astype(np.int64, copy=False)
+            arr = arr[: limits[given[i]]]
             if arr.size < 2:
                 raise ValueError(
                     f"example {i}: a chunk needs at least 2 tokens to be denoised, got {arr.size}"
@@ -444,9 +448,9 @@ def _denoise_group(
     mode = np.asarray(plan.mode_ids, dtype=np.int64)
     m = mode.size
     if not d.is_prefix_lm:
-        mask = _span_mask(rng, g, length, d.noise_density, d.mean_noise_span_length)
-        body_in = noise_span_to_unique_sentinel(tokens, mask, sentinel_ids)
-        body_t = nonnoise_span_to_unique_sentinel(tokens, mask, sentinel_ids)
+        body_in, body_t = _span_corrupt(
+            rng, tokens, d.noise_density, d.mean_noise_span_length, sentinel_ids
+        )
         inputs = np.empty((g, m + body_in.shape[1] + 1), dtype=np.int64)
         inputs[:, :m] = mode
         inputs[:, m:-1] = body_in

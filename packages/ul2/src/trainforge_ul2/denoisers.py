@@ -322,6 +322,13 @@ def random_spans_noise_mask(
 def _span_mask(
     rng: np.random.Generator, batch: int, length: int, density: float, mean_span: float
 ) -> np.ndarray:
+    return _span_layout(rng, batch, length, density, mean_span)[0]
+
+
+def _span_layout(
+    rng: np.random.Generator, batch: int, length: int, density: float, mean_span: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mask and the span lengths it was built from: ``(mask, noise_len, nonnoise_len)``."""
     num_noise, num_spans, num_nonnoise = _span_counts(length, density, mean_span)
     full = max(length, 2)
     noise_len = _segment_lengths(rng, batch, num_noise, num_spans)
@@ -329,11 +336,53 @@ def _span_mask(
     interleaved = np.empty((batch, 2 * num_spans), dtype=np.int64)
     interleaved[:, 0::2] = nonnoise_len
     interleaved[:, 1::2] = noise_len
-    span_starts = np.cumsum(interleaved, axis=1)[:, :-1]
-    indicator = np.zeros((batch, full), dtype=np.int8)
-    np.put_along_axis(indicator, span_starts, 1, axis=1)
-    mask = (np.cumsum(indicator, axis=1, dtype=np.int32) % 2) == 1
-    return mask[:, :length]
+    # T5 marks the span starts, takes a cumulative sum and keeps the odd spans; repeating
+    # the alternating pattern (non-noise, noise, ...) by the span lengths is the same mask.
+    pattern = np.tile(np.array([False, True]), batch * num_spans)
+    mask = np.repeat(pattern, interleaved.reshape(-1)).reshape(batch, full)
+    return mask[:, :length], noise_len, nonnoise_len
+
+
+def _insert_sentinels(
+    body: np.ndarray, before: np.ndarray, sentinel_ids: np.ndarray, width: int
+) -> np.ndarray:
+    """Rows of ``width`` ids: sentinel s placed after ``before[:, s]`` body tokens (``before``
+    is non-decreasing per row), the body tokens in order everywhere else."""
+    batch, spans = before.shape
+    if spans > sentinel_ids.size:
+        raise ValueError(
+            f"{spans} noise spans need {spans} sentinels but only {sentinel_ids.size} are given"
+        )
+    out = np.empty((batch, width), dtype=np.int64)
+    is_sentinel = np.zeros((batch, width), dtype=bool)
+    np.put_along_axis(is_sentinel, before + np.arange(spans), True, axis=1)
+    out[is_sentinel] = np.broadcast_to(sentinel_ids[:spans], (batch, spans)).reshape(-1)
+    out[~is_sentinel] = body.reshape(-1)
+    return out
+
+
+def _span_corrupt(
+    rng: np.random.Generator,
+    tokens: np.ndarray,
+    density: float,
+    mean_span: float,
+    sentinel_ids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets (without EOS) of ``tokens`` ``[B, L]``, equal to
+    ``noise_span_to_unique_sentinel`` / ``nonnoise_span_to_unique_sentinel`` of the span
+    mask, built from the span lengths by index arithmetic."""
+    batch, length = tokens.shape
+    mask, noise_len, nonnoise_len = _span_layout(rng, batch, length, density, mean_span)
+    spans = noise_len.shape[1]
+    nonnoise_end = np.cumsum(nonnoise_len, axis=1)  # sentinel s follows non-noise span s
+    noise_start = np.cumsum(noise_len, axis=1) - noise_len  # sentinel s precedes noise span s
+    inputs = _insert_sentinels(
+        tokens[~mask], nonnoise_end, sentinel_ids, length - int(noise_len[0].sum()) + spans
+    )
+    targets = _insert_sentinels(
+        tokens[mask], noise_start, sentinel_ids, int(noise_len[0].sum()) + spans
+    )
+    return inputs, targets
 
 
 def random_prefix_noise_mask(

@@ -27,6 +27,12 @@ def make_tokenizer(num_sentinels: int = 100, mode_tokens: bool = True):
 
 
 @pytest.fixture
+def make_tok():
+    """The factory itself (tests run with --import-mode=importlib cannot import conftest)."""
+    return make_tokenizer
+
+
+@pytest.fixture
 def tok():
     return make_tokenizer()
 

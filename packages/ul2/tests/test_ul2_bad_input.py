@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer
 
 from trainforge_ul2 import (
     DataCollatorForUL2,
@@ -75,7 +74,7 @@ def test_mixture_rates():
         Mixture((d,), (1.0,)).sample(-1)
 
 
-def test_too_short_input_lengths():
+def test_too_short_input_lengths(make_tok):
     with pytest.raises(ValueError, match="too short"):
         span_corruption_lengths(100, 0.15, 64.0)
     with pytest.raises(ValueError, match="input_length"):
@@ -85,7 +84,7 @@ def test_too_short_input_lengths():
     with pytest.raises(ValueError, match=r"\(0, 0.5\]"):
         prefix_lm_lengths(100, 0.6)
     with pytest.raises(ValueError, match="input_length=128 for denoiser X\\(mu=64, r=0.15\\)"):
-        DataCollatorForUL2(make_tokenizer(), input_length=128)
+        DataCollatorForUL2(make_tok(), input_length=128)
 
 
 def test_masks_bad_arguments():
@@ -136,7 +135,7 @@ def test_sentinel_functions_bad_arguments():
     ]
 
 
-def test_tokenizer_checks():
+def test_tokenizer_checks(make_tok):
     with pytest.raises(TypeError, match="tokenizer"):
         DataCollatorForUL2("t5-small")
     with pytest.raises(TypeError, match="tokenizer"):
@@ -144,18 +143,18 @@ def test_tokenizer_checks():
     with pytest.raises(TypeError, match="tokenizer"):
         add_ul2_tokens(None)
     with pytest.raises(ValueError, match="num_sentinels"):
-        add_ul2_tokens(make_tokenizer(), num_sentinels=-1)
+        add_ul2_tokens(make_tok(), num_sentinels=-1)
     with pytest.raises(ValueError, match="mode_tokens"):
-        add_ul2_tokens(make_tokenizer(), mode_tokens="gpt")
-    tok = make_tokenizer()
+        add_ul2_tokens(make_tok(), mode_tokens="gpt")
+    tok = make_tok()
     tok.pad_token = None
     with pytest.raises(ValueError, match="pad_token_id"):
         DataCollatorForUL2(tok, input_length=256)
     assert sentinel_token(3) == "<extra_id_3>"
 
 
-def test_collator_arguments():
-    tok = make_tokenizer()
+def test_collator_arguments(make_tok):
+    tok = make_tok()
     with pytest.raises(TypeError, match="mixture"):
         DataCollatorForUL2(tok, mixture=[Denoiser("R", 0.15, 3.0)])
     with pytest.raises(ValueError, match="arch"):
@@ -180,8 +179,8 @@ def test_collator_arguments():
         DataCollatorForUL2(tok, input_length=256, sentinel_ids=["a"])
 
 
-def test_collator_call_bad_examples():
-    col = DataCollatorForUL2(make_tokenizer(), input_length=256)
+def test_collator_call_bad_examples(make_tok):
+    col = DataCollatorForUL2(make_tok(), input_length=256)
     with pytest.raises(TypeError, match="non-empty list"):
         col([])
     with pytest.raises(ValueError, match="no 'input_ids'"):
@@ -211,8 +210,8 @@ def test_prefix_mask_and_denoise_bad_arguments():
         denoise([1, 2, 3], Denoiser("R", 0.5, 1.0), [100], -1)
 
 
-def test_packed_dataset_bad_arguments():
-    col = DataCollatorForUL2(make_tokenizer(), input_length=256)
+def test_packed_dataset_bad_arguments(make_tok):
+    col = DataCollatorForUL2(make_tok(), input_length=256)
     with pytest.raises(TypeError, match="collator"):
         UL2PackedDataset([[1, 2]], object())
     with pytest.raises(TypeError, match="documents"):

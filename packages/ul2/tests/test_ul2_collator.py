@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import make_tokenizer
 
 from trainforge_ul2 import (
     T5_SPAN_CORRUPTION,
@@ -160,8 +159,8 @@ def test_prefix_mask_function_matches_float64_reference():
     assert torch.equal(m, ref)
 
 
-def test_sentinel_overflow_raises_and_add_sentinels_extends(stream, caplog):
-    tok = make_tokenizer(num_sentinels=100)
+def test_sentinel_overflow_raises_and_add_sentinels_extends(stream, caplog, make_tok):
+    tok = make_tok(num_sentinels=100)
     with pytest.raises(ValueError, match="only 100 sentinel tokens.*127 spans"):
         DataCollatorForUL2(tok, input_length=512)
     before = len(tok)
@@ -173,18 +172,18 @@ def test_sentinel_overflow_raises_and_add_sentinels_extends(stream, caplog):
     assert set(col.sentinel_ids.tolist()).isdisjoint(range(before - 103))  # no vocabulary id
 
 
-def test_tokenizer_without_sentinels_raises():
-    tok = make_tokenizer(num_sentinels=0)
+def test_tokenizer_without_sentinels_raises(make_tok):
+    tok = make_tok(num_sentinels=0)
     with pytest.raises(ValueError, match="no sentinel tokens"):
         DataCollatorForUL2(tok, input_length=256)
     # the prefix-LM denoiser alone needs none
     DataCollatorForUL2(tok, Mixture((Denoiser("S", 0.25),), (1.0,)), input_length=64)
 
 
-def test_added_tokens_survive_save_pretrained(tmp_path, stream):
+def test_added_tokens_survive_save_pretrained(tmp_path, stream, make_tok):
     from transformers import AutoTokenizer
 
-    tok = make_tokenizer(num_sentinels=0, mode_tokens=False)
+    tok = make_tok(num_sentinels=0, mode_tokens=False)
     added = add_ul2_tokens(tok, num_sentinels=130)
     assert added == 133 and add_ul2_tokens(tok, num_sentinels=130) == 0
     tok.save_pretrained(tmp_path)

@@ -33,6 +33,8 @@ MODE_TOKENS: dict[str, dict[str, str]] = {
     "paper": {"R": "[R]", "X": "[X]", "S": "[S]"},
     "ul2_20b": {"R": "[NLU]", "X": "[NLG]", "S": "[S2S]"},
 }
+"""Mode tokens per denoiser kind: the paper's [R]/[X]/[S] and the released UL2-20B
+checkpoint's [NLU]/[NLG]/[S2S]."""
 
 
 def _check_rng(rng: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:
@@ -182,8 +184,10 @@ UL2_PAPER_MIXTURE = Mixture(
     ),
     rates=(0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.2),
 )
+"""The paper's seven-denoiser mixture (R, X and S denoisers with its sampling rates)."""
 # T5's span corruption (Raffel et al. 2020): mean span 3, 15% noise; the baseline objective.
 T5_SPAN_CORRUPTION = Mixture(denoisers=(Denoiser("R", 0.15, 3.0),), rates=(1.0,))
+"""Plain T5 span corruption (15% noise, mean span 3): the baseline objective."""
 
 
 # -- length planning ----------------------------------------------------------------------

@@ -40,6 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLITS = ("integrated", "domain", "topo")
+"""How a graphon basis is built from the pre-training graphs (the paper's three splits)."""
 
 
 @dataclass(frozen=True)

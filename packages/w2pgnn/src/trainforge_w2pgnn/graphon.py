@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 METHODS = ("sas", "lg", "usvt", "mc")
+"""Graphon estimators `estimate_graphon` accepts as ``method``."""
 
 
 @dataclass(frozen=True)

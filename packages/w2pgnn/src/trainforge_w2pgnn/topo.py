@@ -22,6 +22,7 @@ TOPO_NAMES = (
     "transitivity",
     "average_clustering",
 )
+"""Names of the 8 topological statistics `topo_features` returns, in order."""
 
 
 def to_undirected_networkx(data: Data) -> nx.Graph:

@@ -129,6 +129,7 @@ def test_masked_only_head_gradients_match_full_head():
         torch.testing.assert_close(p.grad, g1[n], rtol=1e-4, atol=1e-6, msg=n)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_backend_equals_sdpa_on_cpu():
     torch.manual_seed(5)
     sdpa = MosaicBertForMaskedLM(tiny_config(attn_impl="sdpa")).eval()

@@ -52,8 +52,13 @@ def main() -> None:
         pick = torch.randint(0, len(data.train), (args.batch,), generator=gen).tolist()
         ids, mask = data.collate([data.train[i] for i in pick], pad_to=128)
         inputs, labels = mlm_mask(
-            ids, mask, mask_id=data.mask_id, vocab_size=data.vocab_size, mlm_probability=0.3,
-            special_ids=data.special_ids, generator=gen,
+            ids,
+            mask,
+            mask_id=data.mask_id,
+            vocab_size=data.vocab_size,
+            mlm_probability=0.3,
+            special_ids=data.special_ids,
+            generator=gen,
         )
         batches.append((inputs.to(device), mask.to(device), labels.to(device)))
     real = sum(int(b[1].sum()) for b in batches) / len(batches)
@@ -61,8 +66,12 @@ def main() -> None:
     torch.manual_seed(0)
     bert = BertForMaskedLM(
         BertConfig(
-            vocab_size=data.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
-            num_attention_heads=args.heads, intermediate_size=ffn, max_position_embeddings=128,
+            vocab_size=data.vocab_size,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=ffn,
+            max_position_embeddings=128,
             attn_implementation="sdpa",
         )
     ).to(device)
@@ -72,9 +81,12 @@ def main() -> None:
     models = {"HF BertForMaskedLM (sdpa)": bert}
     for impl in impls:
         cfg = MosaicBertConfig(
-            vocab_size=data.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+            vocab_size=data.vocab_size,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
             num_attention_heads=args.heads,
-            intermediate_size=ffn if args.same_ffn else round(2 * ffn / 3), attn_impl=impl,
+            intermediate_size=ffn if args.same_ffn else round(2 * ffn / 3),
+            attn_impl=impl,
         )
         models[f"MosaicBERT ({impl})"] = MosaicBertForMaskedLM(cfg).to(device)
     use_amp = device.type == "cuda"
@@ -93,7 +105,7 @@ def main() -> None:
 
     results = {}
     fns = {name: step_fn(m) for name, m in models.items()}
-    for name, fn in fns.items():  # warm-up (and compile, for flex on CUDA)
+    for fn in fns.values():  # warm-up (and compile, for flex on CUDA)
         for _ in range(2):
             fn()
     times = {name: [] for name in models}
@@ -108,12 +120,16 @@ def main() -> None:
     padding = 1 - real / (args.batch * 128)
     print(
         f"device {device}, {args.layers}x{args.hidden}, batch {args.batch} padded to 128, "
-        f"{100 * padding:.0f}% padding, torch {torch.__version__}, threads {torch.get_num_threads()}"
+        f"{100 * padding:.0f}% padding, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
     )
     print("| model | params | fwd+bwd ms | real tokens/s | vs HF BERT |")
     print("|---|---|---|---|---|")
     for name, t in results.items():
-        print(f"| {name} | {n_params[name] / 1e6:.2f}M | {1000 * t:.1f} | {real / t:,.0f} | {base / t:.2f}x |")
+        print(
+            f"| {name} | {n_params[name] / 1e6:.2f}M | {1000 * t:.1f} | {real / t:,.0f} "
+            f"| {base / t:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

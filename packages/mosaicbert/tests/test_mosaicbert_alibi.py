@@ -37,7 +37,8 @@ def test_bias_matches_float64_loop():
     slopes = alibi_slopes(6)
     b = alibi_bias(slopes, 7, dtype=torch.float64)
     ref = torch.tensor(
-        [[[-m * abs(i - j) for j in range(7)] for i in range(7)] for m in slopes], dtype=torch.float64
+        [[[-m * abs(i - j) for j in range(7)] for i in range(7)] for m in slopes],
+        dtype=torch.float64,
     )
     assert b.shape == (1, 6, 7, 7)
     torch.testing.assert_close(b[0], ref, rtol=1e-6, atol=1e-6)

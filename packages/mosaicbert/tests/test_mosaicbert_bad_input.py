@@ -13,12 +13,13 @@ from trainforge_mosaicbert import (
     flash_attn_available,
     resolve_attn_impl,
 )
-
-from conftest import ragged_batch, tiny_config
+from trainforge_mosaicbert.testing import ragged_batch, tiny_config
 
 
 def test_heads_not_dividing_hidden_size():
-    with pytest.raises(ValueError, match=r"hidden_size \(30\) must be a multiple of num_attention_heads \(4\)"):
+    with pytest.raises(
+        ValueError, match=r"hidden_size \(30\) must be a multiple of num_attention_heads \(4\)"
+    ):
         MosaicBertConfig(hidden_size=30, num_attention_heads=4)
 
 

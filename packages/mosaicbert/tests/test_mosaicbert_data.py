@@ -14,8 +14,9 @@ def test_mlm_mask_rates_and_specials():
     ids[:, 0] = 1
     mask = torch.ones_like(ids)
     mask[:, 100:] = 0
-    inputs, labels = mlm_mask(ids, mask, mask_id=3, vocab_size=100, mlm_probability=0.3,
-                              special_ids=(1,), generator=g)
+    inputs, labels = mlm_mask(
+        ids, mask, mask_id=3, vocab_size=100, mlm_probability=0.3, special_ids=(1,), generator=g
+    )
     chosen = labels != -100
     assert not chosen[:, 0].any() and not chosen[:, 100:].any()
     assert (labels[chosen] == ids[chosen]).all()

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from trainforge_mosaicbert import LowPrecisionLayerNorm
 from trainforge_mosaicbert.modeling import MosaicBertGLUMLP
-
-from conftest import tiny_config
+from trainforge_mosaicbert.testing import tiny_config
 
 
 def test_glu_parameter_count_matches_formula():
@@ -35,7 +34,9 @@ def test_fused_glu_equals_split_float64():
     w = mlp.gated_layers.weight
     w_gate, w_value = w[:24], w[24:]
     h = F.gelu(x @ w_gate.T) * (x @ w_value.T)
-    ref = F.layer_norm(mlp.wo(h) + x, (16,), mlp.layernorm.weight, mlp.layernorm.bias, cfg.layer_norm_eps)
+    ref = F.layer_norm(
+        mlp.wo(h) + x, (16,), mlp.layernorm.weight, mlp.layernorm.bias, cfg.layer_norm_eps
+    )
     torch.testing.assert_close(mlp(x), ref, rtol=1e-12, atol=1e-12)
 
 

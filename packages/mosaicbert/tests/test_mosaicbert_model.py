@@ -8,7 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+)
 
 from trainforge_mosaicbert import (
     MosaicBertConfig,
@@ -18,23 +23,29 @@ from trainforge_mosaicbert import (
     alibi_slopes,
     flash_attn_available,
 )
-
-from conftest import ragged_batch, tiny_config
+from trainforge_mosaicbert.testing import ragged_batch, tiny_config
 
 
 def _ln(mod, x):
     return F.layer_norm(x, mod.normalized_shape, mod.weight, mod.bias, mod.eps)
 
 
-def reference_encoder(model: MosaicBertModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def reference_encoder(
+    model: MosaicBertModel, ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """MosaicBERT written out on the padded batch, in float64, with an explicit softmax."""
     cfg = model.config
     h, d = cfg.num_attention_heads, cfg.hidden_size
     hd = d // h
     p = {k: v.double() for k, v in model.state_dict().items()}
     emb = model.embeddings
-    x = p["embeddings.word_embeddings.weight"][ids] + p["embeddings.token_type_embeddings.weight"][0]
-    x = F.layer_norm(x, (d,), p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], emb.LayerNorm.eps)
+    x = (
+        p["embeddings.word_embeddings.weight"][ids]
+        + p["embeddings.token_type_embeddings.weight"][0]
+    )
+    x = F.layer_norm(
+        x, (d,), p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], emb.LayerNorm.eps
+    )
     b, s = ids.shape
     m = torch.tensor(alibi_slopes(h), dtype=torch.float64)
     pos = torch.arange(s)
@@ -46,15 +57,28 @@ def reference_encoder(model: MosaicBertModel, ids: torch.Tensor, mask: torch.Ten
         q, k, v = qkv.view(b, s, 3, h, hd).permute(2, 0, 3, 1, 4)
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd) + bias, dim=-1)
         ctx = (att @ v).transpose(1, 2).reshape(b, s, d)
-        out = ctx @ p[pre + "attention.output.dense.weight"].T + p[pre + "attention.output.dense.bias"]
-        x = F.layer_norm(out + x, (d,), p[pre + "attention.output.LayerNorm.weight"],
-                         p[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+        out = (
+            ctx @ p[pre + "attention.output.dense.weight"].T
+            + p[pre + "attention.output.dense.bias"]
+        )
+        x = F.layer_norm(
+            out + x,
+            (d,),
+            p[pre + "attention.output.LayerNorm.weight"],
+            p[pre + "attention.output.LayerNorm.bias"],
+            cfg.layer_norm_eps,
+        )
         f = cfg.intermediate_size
         gv = x @ p[pre + "mlp.gated_layers.weight"].T
         hmid = F.gelu(gv[..., :f]) * gv[..., f:]
         out = hmid @ p[pre + "mlp.wo.weight"].T + p[pre + "mlp.wo.bias"]
-        x = F.layer_norm(out + x, (d,), p[pre + "mlp.layernorm.weight"], p[pre + "mlp.layernorm.bias"],
-                         cfg.layer_norm_eps)
+        x = F.layer_norm(
+            out + x,
+            (d,),
+            p[pre + "mlp.layernorm.weight"],
+            p[pre + "mlp.layernorm.bias"],
+            cfg.layer_norm_eps,
+        )
     return x
 
 
@@ -80,8 +104,9 @@ def test_real_token_outputs_identical_at_pad_16_and_48():
         a = model(ids16, mask16).last_hidden_state
         b = model(ids48, mask48).last_hidden_state
     torch.testing.assert_close(a[mask16.bool()], b[mask48.bool()], rtol=0, atol=1e-5)
-    torch.testing.assert_close(model(ids48, mask48).pooler_output, model(ids16, mask16).pooler_output,
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        model(ids48, mask48).pooler_output, model(ids16, mask16).pooler_output, rtol=0, atol=1e-5
+    )
 
 
 def test_model_built_for_32_tokens_runs_on_96():
@@ -137,7 +162,9 @@ def test_flex_backend_equals_sdpa_on_cpu():
     flex.load_state_dict(sdpa.state_dict())
     ids, mask = ragged_batch([13, 4, 9], 16, seed=7)
     with torch.no_grad():
-        torch.testing.assert_close(flex(ids, mask).logits, sdpa(ids, mask).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            flex(ids, mask).logits, sdpa(ids, mask).logits, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_auto_backend_is_sdpa_on_cpu():
@@ -154,7 +181,9 @@ def test_auto_backend_is_sdpa_on_cpu():
 def test_flash_varlen_equals_sdpa_on_gpu():
     torch.manual_seed(6)
     sdpa = MosaicBertForMaskedLM(tiny_config(attn_impl="sdpa", hidden_size=64)).cuda().eval()
-    flash = MosaicBertForMaskedLM(tiny_config(attn_impl="flash_varlen", hidden_size=64)).cuda().eval()
+    flash = (
+        MosaicBertForMaskedLM(tiny_config(attn_impl="flash_varlen", hidden_size=64)).cuda().eval()
+    )
     flash.load_state_dict(sdpa.state_dict())
     ids, mask = ragged_batch([13, 4, 9], 16, seed=7)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
@@ -185,7 +214,9 @@ def test_save_pretrained_round_trip_through_auto_classes(tmp_path):
     assert type(loaded) is MosaicBertForMaskedLM
     assert loaded.cls.predictions.decoder.weight is loaded.bert.embeddings.word_embeddings.weight
     with torch.no_grad():
-        torch.testing.assert_close(loaded(ids, mask).logits, model(ids, mask).logits, rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded(ids, mask).logits, model(ids, mask).logits, rtol=0, atol=0
+        )
     sd = loaded.state_dict()
     assert not any("alibi" in k for k in sd)
     for k, v in model.state_dict().items():
@@ -212,14 +243,20 @@ def test_sequence_classification_loss_and_round_trip(tmp_path):
         torch.testing.assert_close(loaded(ids, mask).logits, out.logits, rtol=0, atol=0)
     reg = MosaicBertForSequenceClassification(tiny_config(num_labels=1))
     r = reg(ids, mask, labels=torch.tensor([0.5, -1.0, 2.0]))
-    torch.testing.assert_close(r.loss, F.mse_loss(r.logits.squeeze(-1), torch.tensor([0.5, -1.0, 2.0])))
+    torch.testing.assert_close(
+        r.loss, F.mse_loss(r.logits.squeeze(-1), torch.tensor([0.5, -1.0, 2.0]))
+    )
 
 
 def test_config_json_round_trip(tmp_path):
     cfg = tiny_config(attn_impl="flex", max_sequence_length=64, low_precision_layernorm=False)
     cfg.save_pretrained(tmp_path)
     back = MosaicBertConfig.from_pretrained(tmp_path)
-    assert (back.attn_impl, back.max_sequence_length, back.low_precision_layernorm) == ("flex", 64, False)
+    assert (back.attn_impl, back.max_sequence_length, back.low_precision_layernorm) == (
+        "flex",
+        64,
+        False,
+    )
 
 
 def test_bert_base_parameter_counts():

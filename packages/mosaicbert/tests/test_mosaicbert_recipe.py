@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ def test_schedule_warmup_6_percent_then_linear_to_0_02():
     assert f(1000) == pytest.approx(0.02)
     assert f(5000) == pytest.approx(0.02)
     values = [f(s) for s in range(60, 1001)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_recipe_defaults_are_the_reference_yaml():

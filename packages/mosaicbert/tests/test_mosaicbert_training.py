@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from trainforge_mosaicbert import MosaicBertForMaskedLM, MosaicRecipe, mlm_mask, mosaic_recipe
-
-from conftest import tiny_config
+from trainforge_mosaicbert.testing import tiny_config
 
 
 def _batch(gen: torch.Generator, batch: int = 8, width: int = 24):
@@ -17,8 +16,10 @@ def _batch(gen: torch.Generator, batch: int = 8, width: int = 24):
     ids = motif.repeat(1, width // 4)
     mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
     ids = ids.masked_fill(mask == 0, 0)
-    return mlm_mask(ids, mask, mask_id=2, vocab_size=64, mlm_probability=0.3, special_ids=(0,),
-                    generator=gen) + (mask,)
+    inputs, labels = mlm_mask(
+        ids, mask, mask_id=2, vocab_size=64, mlm_probability=0.3, special_ids=(0,), generator=gen
+    )
+    return inputs, labels, mask
 
 
 @pytest.mark.slow

@@ -16,7 +16,13 @@ from trainforge_mosaicbert.attention import (
     resolve_attn_impl,
 )
 from trainforge_mosaicbert.configuration import MosaicBertConfig
-from trainforge_mosaicbert.data import VerseMLMData, kjv_verse_mlm_data, kjv_verses, mlm_mask, pad_vocab
+from trainforge_mosaicbert.data import (
+    VerseMLMData,
+    kjv_verse_mlm_data,
+    kjv_verses,
+    mlm_mask,
+    pad_vocab,
+)
 from trainforge_mosaicbert.layernorm import LowPrecisionLayerNorm
 from trainforge_mosaicbert.modeling import (
     MosaicBertForMaskedLM,

@@ -141,10 +141,10 @@ class UnpadContext:
             slopes = self.slopes
             lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
 
-            def score_mod(score, b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202
+            def score_mod(score, b, h, q_idx, kv_idx):
                 return score - slopes[h] * (q_idx - kv_idx).abs()
 
-            def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202
+            def mask_mod(b, h, q_idx, kv_idx):
                 return kv_idx < lengths[b]
 
             block_mask = create_block_mask(
@@ -194,4 +194,3 @@ def unpadded_attention(
         )
     out = out.transpose(1, 2).reshape(ctx.batch * s, hidden)
     return out.index_select(0, ctx.repad_indices)
-

@@ -74,7 +74,8 @@ class MosaicBertConfig(PretrainedConfig):
             or max_sequence_length <= 0
         ):
             raise ValueError(
-                f"max_sequence_length must be a positive integer or None, got {max_sequence_length!r}"
+                "max_sequence_length must be a positive integer or None, got "
+                f"{max_sequence_length!r}"
             )
         if attn_impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
@@ -100,4 +101,6 @@ class MosaicBertConfig(PretrainedConfig):
         self.max_sequence_length = max_sequence_length
         self.attn_impl = attn_impl
         self.low_precision_layernorm = bool(low_precision_layernorm)
-        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
+        )

@@ -11,6 +11,7 @@ its checkpoints map by name.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +174,11 @@ class MosaicBertEncoder(nn.Module):
         if current is None or current.shape[-1] < size:
             new_size = max(size, self.config.alibi_starting_size)
             if current is not None:
-                log.info("MosaicBERT: growing the ALiBi tensor from %d to %d", current.shape[-1], new_size)
+                log.info(
+                    "MosaicBERT: growing the ALiBi tensor from %d to %d",
+                    current.shape[-1],
+                    new_size,
+                )
             self._alibi = alibi_bias(self.slopes(device), new_size, device=device)
         elif current.device != device:
             self._alibi = current.to(device)
@@ -259,7 +264,7 @@ class MosaicBertPreTrainedModel(PreTrainedModel):
     config: MosaicBertConfig
     base_model_prefix = "bert"
     supports_gradient_checkpointing = False
-    _no_split_modules = ["MosaicBertLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["MosaicBertLayer"]
 
     def __init__(self, config: MosaicBertConfig, *args: object, **kwargs: object) -> None:
         if not isinstance(config, MosaicBertConfig):
@@ -375,7 +380,9 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
     logits are then zero at every unmasked position (as in the reference). Without labels the
     head runs on every position."""
 
-    _tied_weights_keys = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"
+    }
 
     def __init__(self, config: MosaicBertConfig) -> None:
         super().__init__(config)
@@ -417,7 +424,8 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
         masked = labels != IGNORE_INDEX
         if bool((masked & ~attention_mask.bool()).any()):
             raise ValueError(
-                "labels mark padded positions (attention_mask == 0) for prediction; set them to -100"
+                "labels mark padded positions (attention_mask == 0) for prediction; "
+                "set them to -100"
             )
         bad = masked & ((labels < 0) | (labels >= self.config.vocab_size))
         if bool(bad.any()):
@@ -438,7 +446,9 @@ class MosaicBertForMaskedLM(MosaicBertPreTrainedModel):
             loss = scores.sum() * 0.0
         else:
             loss = F.cross_entropy(scores.float(), targets)
-        logits = scores.new_zeros(batch * seqlen, scores.shape[-1]).index_copy(0, masked_positions, scores)
+        logits = scores.new_zeros(batch * seqlen, scores.shape[-1]).index_copy(
+            0, masked_positions, scores
+        )
         logits = logits.view(batch, seqlen, -1)
         if not return_dict:
             return (loss, logits)
@@ -453,7 +463,11 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.bert = MosaicBertModel(config, add_pooling_layer=True)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        p = (
+            config.classifier_dropout
+            if config.classifier_dropout is not None
+            else config.hidden_dropout_prob
+        )
         self.dropout = nn.Dropout(p)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
@@ -500,7 +514,8 @@ class MosaicBertForSequenceClassification(MosaicBertPreTrainedModel):
             elif problem == "single_label_classification":
                 if bool(((labels < 0) | (labels >= self.num_labels)).any()):
                     raise ValueError(
-                        f"labels must be class ids in [0, {self.num_labels}), got {labels.tolist()[:8]}"
+                        f"labels must be class ids in [0, {self.num_labels}), got "
+                        f"{labels.tolist()[:8]}"
                     )
                 loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
             else:

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 
 def _check_mask(attention_mask: torch.Tensor, batch: int, seqlen: int) -> None:
     if not isinstance(attention_mask, torch.Tensor):
-        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
+        raise TypeError(
+            f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}"
+        )
     if attention_mask.shape != (batch, seqlen):
         raise ValueError(
             f"attention_mask must have shape (batch, seqlen) = {(batch, seqlen)}, "
@@ -23,7 +25,8 @@ def _check_mask(attention_mask: torch.Tensor, batch: int, seqlen: int) -> None:
         values = attention_mask.unique()
         if not bool(((values == 0) | (values == 1)).all()):
             raise ValueError(
-                f"attention_mask must hold only 0 and 1 (or booleans), got values {values.tolist()[:8]}"
+                "attention_mask must hold only 0 and 1 (or booleans), got values "
+                f"{values.tolist()[:8]}"
             )
 
 
@@ -52,7 +55,9 @@ def unpad_input(
     return flat.index_select(0, indices), indices, cu_seqlens, max_seqlen
 
 
-def pad_input(hidden_states: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int) -> torch.Tensor:
+def pad_input(
+    hidden_states: torch.Tensor, indices: torch.Tensor, batch: int, seqlen: int
+) -> torch.Tensor:
     """Inverse of :func:`unpad_input`: scatter ``[nnz, ...]`` rows back into a zero-filled
     ``[batch, seqlen, ...]`` tensor at ``indices``."""
     if not isinstance(hidden_states, torch.Tensor) or hidden_states.ndim < 1:
@@ -64,10 +69,13 @@ def pad_input(hidden_states: torch.Tensor, indices: torch.Tensor, batch: int, se
         raise ValueError("indices must be a 1-D integer tensor (from unpad_input)")
     if indices.numel() != hidden_states.shape[0]:
         raise ValueError(
-            f"indices has {indices.numel()} entries but hidden_states has {hidden_states.shape[0]} rows"
+            f"indices has {indices.numel()} entries but hidden_states has "
+            f"{hidden_states.shape[0]} rows"
         )
     if indices.numel() and int(indices.max()) >= batch * seqlen:
-        raise ValueError(f"indices reach {int(indices.max())}, beyond batch * seqlen = {batch * seqlen}")
+        raise ValueError(
+            f"indices reach {int(indices.max())}, beyond batch * seqlen = {batch * seqlen}"
+        )
     out = hidden_states.new_zeros(batch * seqlen, *hidden_states.shape[1:])
     out = out.index_copy(0, indices, hidden_states)
     return out.view(batch, seqlen, *hidden_states.shape[1:])

@@ -5,7 +5,9 @@ from the workspace root. Both models are ``--layers`` x ``--hidden`` (default 4 
 heads, FFN 1024; MosaicBERT's GeGLU width is 2/3 of it for equal parameters, and
 ``--same-ffn`` gives it the full width, the paper's 137M-vs-110M setting), vocab 2112. Batches
 of 32 KJV verses (lengths drawn from the verse distribution, truncated at 128) padded to 128
-positions, MLM labels at 30% of the real tokens. One process; each configuration timed as
+positions, MLM labels at 30% of the real tokens. One process, ``--threads`` intra-op
+threads (default 1: on a shared machine two OpenMP threads spin at barriers and make times
+far noisier); each configuration timed as
 the median of ``--repeats`` forward + backward passes after 2 warm-ups
 (``trainforge_core.bench.median_time``), the two models alternating batch by batch. Reports
 real (non-pad) tokens per second and the ratio. On CUDA, bf16 autocast and every available
@@ -39,7 +41,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--same-ffn", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.disable(logging.INFO)
     warnings.simplefilter("ignore")
     from transformers import BertConfig, BertForMaskedLM

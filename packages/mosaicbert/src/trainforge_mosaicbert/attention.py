@@ -85,7 +85,9 @@ def resolve_attn_impl(attn_impl: str, device: torch.device, dtype: torch.dtype) 
 def _compiled_flex() -> Any:
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    # Default dynamic-shape handling: after a first recompile for a new batch or length,
+    # torch.compile marks those dims dynamic instead of recompiling for every batch.
+    return torch.compile(flex_attention)
 
 
 @dataclass

@@ -30,10 +30,12 @@ KNOWN_PATHS: tuple[str, ...] = (
     "model.decoder.layers",
     "decoder.layers",
 )
+_STACKS = (nn.ModuleList, nn.Sequential)
 
 
-def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.ModuleList]:
-    """The dotted path and the ``nn.ModuleList`` of ``model``'s residual block stack.
+def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.ModuleList | nn.Sequential]:
+    """The dotted path and the ``nn.ModuleList`` (or ``nn.Sequential``, as timm's ViT) of
+    ``model``'s residual block stack.
 
     ``blocks`` names the path explicitly; otherwise the paths in :data:`KNOWN_PATHS` are tried.
     Raises ``TypeError`` for a non-module and ``ValueError`` when no stack is found.
@@ -49,11 +51,11 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.Mo
             raise ValueError(
                 f"blocks={blocks!r}: {type(model).__name__} has no submodule at that path"
             ) from exc
-        if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
+        if not isinstance(stack, _STACKS) or len(stack) == 0:
             raise ValueError(
                 f"blocks={blocks!r} is a {type(stack).__name__} of length "
                 f"{len(stack) if hasattr(stack, '__len__') else '?'}; a non-empty "
-                "nn.ModuleList of residual blocks is required"
+                "nn.ModuleList / nn.Sequential of residual blocks is required"
             )
         return blocks, stack
     for path in KNOWN_PATHS:
@@ -61,7 +63,7 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.Mo
             stack = model.get_submodule(path)
         except AttributeError:
             continue
-        if isinstance(stack, nn.ModuleList) and len(stack) > 0:
+        if isinstance(stack, _STACKS) and len(stack) > 0:
             return path, stack
     raise ValueError(
         f"no residual block stack found in {type(model).__name__}: tried the paths "
@@ -84,7 +86,7 @@ def _update_depth_metadata(model: nn.Module, keep: Sequence[int], old_depth: int
         model.depth = new_depth
 
 
-def _renumber_layer_indices(stack: nn.ModuleList) -> None:
+def _renumber_layer_indices(stack: nn.Module) -> None:
     """transformers attention modules carry ``layer_idx`` for the KV cache: renumber them."""
     for new_idx, block in enumerate(stack):
         for module in block.modules():
@@ -121,7 +123,7 @@ def prune_layers(
     parent_path, _, attr = path.rpartition(".")
     parent = out.get_submodule(parent_path) if parent_path else out
     old = getattr(parent, attr)
-    new = nn.ModuleList([old[i] for i in kept])
+    new = type(old)(*[old[i] for i in kept]) if isinstance(old, nn.Sequential) else nn.ModuleList([old[i] for i in kept])
     setattr(parent, attr, new)
     _update_depth_metadata(out, kept, depth)
     _renumber_layer_indices(new)

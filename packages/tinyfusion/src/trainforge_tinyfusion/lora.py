@@ -99,6 +99,8 @@ def attach_lora(
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The adapter parameters attached by :func:`attach_lora`."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return [p for n, p in model.named_parameters() if ".lora_a." in f".{n}" or ".lora_b." in f".{n}"]
 
 

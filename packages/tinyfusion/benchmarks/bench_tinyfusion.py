@@ -61,7 +61,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = args.device
-    model = TinyDiT(args.input, args.patch, 4, args.hidden, args.depth, args.heads, num_classes=1000).to(dev).eval()
+    model = (
+        TinyDiT(args.input, args.patch, 4, args.hidden, args.depth, args.heads, num_classes=1000)
+        .to(dev)
+        .eval()
+    )
     pruned = prune_layers(model, list(range(1, args.depth, 2))).eval()
     diff = GaussianDiffusion()
     y = torch.randint(0, 1000, (args.batch,), device=dev)
@@ -86,20 +90,34 @@ def main() -> None:
     t_train = _time(train_step, args.repeats, dev)
     search_steps = args.repeats + 1
     t = time.perf_counter()
-    learn_depth_pruning(model, [(x, y)], lambda m, b: diff.loss(m, *b), keep=1, block=2, steps=search_steps)
+    learn_depth_pruning(
+        model, [(x, y)], lambda m, b: diff.loss(m, *b), keep=1, block=2, steps=search_steps
+    )
     _sync(dev)
     t_search = (time.perf_counter() - t) / search_steps  # includes the one-off copy and LoRA set-up
 
     n_params = sum(q.numel() for q in model.parameters())
     print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"DiT hidden {args.hidden}, depth {args.depth} -> {args.depth // 2}, {(args.input // args.patch) ** 2} tokens, "
-          f"{n_params / 1e6:.1f}M params, batch {args.batch}, DDIM {args.steps} steps")
+    print(
+        f"DiT hidden {args.hidden}, depth {args.depth} -> {args.depth // 2}, "
+        f"{(args.input // args.patch) ** 2} tokens, "
+        f"{n_params / 1e6:.1f}M params, batch {args.batch}, DDIM {args.steps} steps"
+    )
     print("| model | images/s | speed-up |")
     print("|---|---|---|")
     print(f"| original ({args.depth} layers) | {args.batch / t_orig:.1f} | 1.00x |")
-    print(f"| pruned ({args.depth // 2} layers) | {args.batch / t_pruned:.1f} | {t_orig / t_pruned:.2f}x |")
-    print(f"search step / training step: {t_search / t_train:.2f} ({t_search * 1e3:.1f} ms vs {t_train * 1e3:.1f} ms)")
-    print("reference budget: ~10k search steps (1 ImageNet epoch at batch 128) / 7M DiT-XL/2 steps = 0.14% of pre-training steps")
+    print(
+        f"| pruned ({args.depth // 2} layers) | {args.batch / t_pruned:.1f} "
+        f"| {t_orig / t_pruned:.2f}x |"
+    )
+    print(
+        f"search step / training step: {t_search / t_train:.2f} "
+        f"({t_search * 1e3:.1f} ms vs {t_train * 1e3:.1f} ms)"
+    )
+    print(
+        "reference budget: ~10k search steps (1 ImageNet epoch at batch 128) / 7M DiT-XL/2 "
+        "steps = 0.14% of pre-training steps"
+    )
 
 
 if __name__ == "__main__":

@@ -226,4 +226,6 @@ def test_dit_bad_input():
         GaussianDiffusion(num_timesteps=1)
     diff = GaussianDiffusion()
     with pytest.raises(ValueError, match="steps must be an int in"):
-        diff.ddim_sample(TinyDiT(depth=1, hidden_size=16), (1, 1, 8, 8), torch.zeros(1, dtype=torch.long), 0)
+        diff.ddim_sample(
+            TinyDiT(depth=1, hidden_size=16), (1, 1, 8, 8), torch.zeros(1, dtype=torch.long), 0
+        )

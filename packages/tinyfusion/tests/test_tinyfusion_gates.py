@@ -67,7 +67,9 @@ def test_mask_applies_block_or_identity_exactly():
     h = x  # an independent plain re-implementation of blocks 1 and 2
     for j in (1, 2):
         blk = model.blocks[j]
-        h = h + blk.scale * (torch.tanh(h @ blk.fc1.weight.T + blk.fc1.bias) @ blk.fc2.weight.T + blk.fc2.bias)
+        h = h + blk.scale * (
+            torch.tanh(h @ blk.fc1.weight.T + blk.fc1.bias) @ blk.fc2.weight.T + blk.fc2.bias
+        )
     torch.testing.assert_close(model(x), model.head(h), rtol=0, atol=1e-12)
     gates.remove()
     assert torch.equal(model(x), ref_full)  # hooks gone: the full model again
@@ -88,7 +90,9 @@ def test_low_temperature_is_deterministic_and_follows_argmax():
     model = ResStack([1.0] * 4)
     gates = GatedDepth(model, [(2, 4)], tau=1e-3, scaling=100.0)
     with torch.no_grad():
-        gates.gumbel_gates[0].copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 0.3, 0.0]))  # option 4: (1, 3)
+        gates.gumbel_gates[0].copy_(
+            torch.tensor([0.0, 0.0, 0.0, 0.0, 0.3, 0.0])
+        )  # option 4: (1, 3)
     masks = torch.cat([gates.sample_mask(256) for _ in range(4)])
     expected = make_options(2, 4)[4]
     assert torch.all(masks == expected)

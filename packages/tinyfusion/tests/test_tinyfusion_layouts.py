@@ -1,4 +1,4 @@
-"""Layouts found automatically: the DiT built here, transformers Llama / GPT-2 decoders, timm ViT."""
+"""Layouts found automatically: the DiT built here, transformers Llama / GPT-2, timm ViT."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def _llama(layers=4):
 
 
 def _gpt2(layers=4):
-    cfg = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=layers, n_head=4, n_positions=64)
+    cfg = transformers.GPT2Config(
+        vocab_size=64, n_embd=32, n_layer=layers, n_head=4, n_positions=64
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(cfg).eval()
 
@@ -89,7 +91,9 @@ def test_tiny_dit_search_and_export():
     diff = GaussianDiffusion()
     x = torch.randn(8, 1, 8, 8)
     y = torch.randint(0, 10, (8,))
-    res = learn_depth_pruning(dit, [(x, y)], lambda m, b: diff.loss(m, *b), keep=1, block=2, steps=2)
+    res = learn_depth_pruning(
+        dit, [(x, y)], lambda m, b: diff.loss(m, *b), keep=1, block=2, steps=2
+    )
     assert res.model.depth == 2 and len(res.model.blocks) == 2
     res.model.eval()
     dit.eval()

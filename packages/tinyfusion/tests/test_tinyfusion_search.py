@@ -1,4 +1,5 @@
-"""The learned search finds planted redundant layers; export = original restricted to the kept layers."""
+"""The learned search finds planted redundant layers; the export is the original restricted
+to the kept layers."""
 
 from __future__ import annotations
 
@@ -80,12 +81,21 @@ def test_export_equals_original_restricted_and_lora_does_not_leak():
 def test_merge_lora_keeps_the_learned_update():
     teacher, batches = _planted_task(0)
     res = learn_depth_pruning(
-        teacher, batches, _mse, keep=1, block=2, steps=15, merge_lora=True, config=TinyFusionConfig(lr=1e-2)
+        teacher,
+        batches,
+        _mse,
+        keep=1,
+        block=2,
+        steps=15,
+        merge_lora=True,
+        config=TinyFusionConfig(lr=1e-2),
     )
     plain = prune_layers(teacher, res.kept)
     diffs = [
         float((a - b).abs().max())
-        for (k, a), b in zip(res.model.state_dict().items(), plain.state_dict().values(), strict=True)
+        for (k, a), b in zip(
+            res.model.state_dict().items(), plain.state_dict().values(), strict=True
+        )
     ]
     assert max(diffs) > 0  # the merged Delta W is in the export
     assert not any("lora" in k for k in res.model.state_dict())

@@ -19,8 +19,8 @@ from trainforge_tinyfusion.gates import GatedDepth, LinearAnneal, make_groups, m
 from trainforge_tinyfusion.kd import (
     MaskedKD,
     beta_feat_schedule,
-    massive_activation_mask,
     masked_feature_loss,
+    massive_activation_mask,
     uniform_layer_pairs,
 )
 from trainforge_tinyfusion.layouts import find_blocks, prune_layers

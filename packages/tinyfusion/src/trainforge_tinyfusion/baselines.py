@@ -35,7 +35,9 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def skipped_layers(model: nn.Module, skip: Sequence[int], *, blocks: str | None = None) -> Iterator[None]:
+def skipped_layers(
+    model: nn.Module, skip: Sequence[int], *, blocks: str | None = None
+) -> Iterator[None]:
     """Inside the context, the blocks ``skip`` of ``model`` return their input (identity)."""
     _, stack = find_blocks(model, blocks)
     bad = [i for i in skip if not isinstance(i, int) or not 0 <= i < len(stack)]
@@ -63,7 +65,10 @@ def skipped_layers(model: nn.Module, skip: Sequence[int], *, blocks: str | None 
 
 def _check_num_keep(num_keep: Any, depth: int) -> int:
     if isinstance(num_keep, bool) or not isinstance(num_keep, int) or not 1 <= num_keep < depth:
-        raise ValueError(f"num_keep must be an int in [1, {depth - 1}] for a {depth}-layer stack, got {num_keep!r}")
+        raise ValueError(
+            f"num_keep must be an int in [1, {depth - 1}] for a {depth}-layer stack, "
+            f"got {num_keep!r}"
+        )
     return num_keep
 
 
@@ -124,7 +129,9 @@ def importance_pruning(
     order = sorted(range(depth), key=lambda j: scores[j], reverse=True)
     kept = sorted(order[:num_keep])
     logger.info("importance_pruning: kept %s (loss increase per removed layer %s)", kept, scores)
-    return PruningResult(kept, prune_layers(model, kept, blocks=path), "importance (loss)", depth, scores=scores)
+    return PruningResult(
+        kept, prune_layers(model, kept, blocks=path), "importance (loss)", depth, scores=scores
+    )
 
 
 def bi_score_pruning(
@@ -158,7 +165,9 @@ def bi_score_pruning(
 
         def post(module: nn.Module, args: tuple, output: Any, j: int = j) -> None:
             out = output[0] if isinstance(output, tuple) else output
-            sims[j].append(float(F.cosine_similarity(out.float(), inputs.pop(j).float(), dim=-1).mean()))
+            sims[j].append(
+                float(F.cosine_similarity(out.float(), inputs.pop(j).float(), dim=-1).mean())
+            )
 
         handles.append(blk.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(blk.register_forward_hook(post))
@@ -176,7 +185,9 @@ def bi_score_pruning(
     removed = set(removable[: depth - num_keep])
     kept = [j for j in range(depth) if j not in removed]
     logger.info("bi_score_pruning: kept %s (cosine in/out %s)", kept, scores)
-    return PruningResult(kept, prune_layers(model, kept, blocks=path), "BI score (ShortGPT)", depth, scores=scores)
+    return PruningResult(
+        kept, prune_layers(model, kept, blocks=path), "BI score (ShortGPT)", depth, scores=scores
+    )
 
 
 def bksdm_indices(depth: int, num_keep: int) -> list[int]:

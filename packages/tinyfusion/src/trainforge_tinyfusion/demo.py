@@ -66,7 +66,9 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     return x[:1500], y[:1500], x[1500:], y[1500:]
 
 
-def _batches(x: torch.Tensor, y: torch.Tensor, n: int, batch: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    x: torch.Tensor, y: torch.Tensor, n: int, batch: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -76,7 +78,9 @@ def _batches(x: torch.Tensor, y: torch.Tensor, n: int, batch: int, seed: int) ->
 
 
 @torch.no_grad()
-def _eval_loss(model: torch.nn.Module, diff: GaussianDiffusion, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+def _eval_loss(
+    model: torch.nn.Module, diff: GaussianDiffusion, x: torch.Tensor, y: torch.Tensor, repeats: int
+) -> float:
     """Held-out epsilon-MSE with fixed timesteps and noise (the same draws for every model)."""
     was = model.training
     model.eval()
@@ -91,7 +95,15 @@ def _eval_loss(model: torch.nn.Module, diff: GaussianDiffusion, x: torch.Tensor,
     return total / repeats
 
 
-def _train(model: torch.nn.Module, diff: GaussianDiffusion, batches: list, lr: float, seed: int, kd: MaskedKD | None = None, teacher: torch.nn.Module | None = None) -> None:
+def _train(
+    model: torch.nn.Module,
+    diff: GaussianDiffusion,
+    batches: list,
+    lr: float,
+    seed: int,
+    kd: MaskedKD | None = None,
+    teacher: torch.nn.Module | None = None,
+) -> None:
     torch.manual_seed(seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -115,14 +127,18 @@ def _train(model: torch.nn.Module, diff: GaussianDiffusion, batches: list, lr: f
     model.eval()
 
 
-def _sampling_rate(model: torch.nn.Module, diff: GaussianDiffusion, s: _Setup) -> tuple[float, torch.Tensor]:
+def _sampling_rate(
+    model: torch.nn.Module, diff: GaussianDiffusion, s: _Setup
+) -> tuple[float, torch.Tensor]:
     model.eval()
     y = torch.arange(s.sample_batch) % 10
     times = []
     samples = None
     for _ in range(s.speed_repeats):
         start = time.perf_counter()
-        samples = diff.ddim_sample(model, (s.sample_batch, 1, 8, 8), y, s.sample_steps, torch.Generator().manual_seed(0))
+        samples = diff.ddim_sample(
+            model, (s.sample_batch, 1, 8, 8), y, s.sample_steps, torch.Generator().manual_seed(0)
+        )
         times.append(time.perf_counter() - start)
     assert samples is not None
     return s.sample_batch / float(np.median(times)), samples
@@ -175,7 +191,9 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
 
     search_batches = _batches(xtr, ytr, s.search_steps, s.batch, seed + 1)
     t0 = time.perf_counter()
-    learned = learn_depth_pruning(original, search_batches, loss_fn, keep=1, block=2, config=TinyFusionConfig())
+    learned = learn_depth_pruning(
+        original, search_batches, loss_fn, keep=1, block=2, config=TinyFusionConfig()
+    )
     search_s = time.perf_counter() - t0
     calib = _batches(xtr, ytr, 2 if quick else 8, s.batch, seed + 2)
     importance = importance_pruning(original, calib, loss_fn, keep, seed=seed)
@@ -187,7 +205,9 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         oracle = prune_layers(original, bksdm_indices(s.depth, keep))
         other_after = {
             f"BI score {bi.kept}": _eval_loss(bi.model, diff, xte, yte, s.eval_repeats),
-            f"BK-SDM oracle {bksdm_indices(s.depth, keep)}": _eval_loss(oracle, diff, xte, yte, s.eval_repeats),
+            f"BK-SDM oracle {bksdm_indices(s.depth, keep)}": _eval_loss(
+                oracle, diff, xte, yte, s.eval_repeats
+            ),
         }
 
     recover = _batches(xtr, ytr, s.recover_steps, s.batch, seed + 3)
@@ -208,7 +228,9 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
 
     rate_orig, samples_orig = _sampling_rate(original, diff, s)
     rate_pruned, samples_learned = _sampling_rate(tuned["learned"], diff, s)
-    _, samples_imp = _sampling_rate(tuned["importance"], diff, s) if not quick else (0.0, samples_learned)
+    _, samples_imp = (
+        _sampling_rate(tuned["importance"], diff, s) if not quick else (0.0, samples_learned)
+    )
 
     report = DemoReport(
         slug="tinyfusion",
@@ -216,7 +238,12 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         baseline_name=f"importance pruning {s.depth}->{keep}",
         technique_name=f"TinyFusion learned 1:2 {s.depth}->{keep}",
     )
-    report.add("held-out diffusion loss right after pruning", right_after["importance"], right_after["learned"], "eps-MSE")
+    report.add(
+        "held-out diffusion loss right after pruning",
+        right_after["importance"],
+        right_after["learned"],
+        "eps-MSE",
+    )
     report.add(
         f"held-out diffusion loss after {s.recover_steps} fine-tune steps",
         after_ft["importance"],
@@ -236,21 +263,31 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "images/s",
         better="higher",
     )
-    report.add("search cost / pre-training steps", None, s.search_steps / s.pretrain_steps, "ratio", better="none")
+    report.add(
+        "search cost / pre-training steps",
+        None,
+        s.search_steps / s.pretrain_steps,
+        "ratio",
+        better="none",
+    )
     report.notes += [
-        f"sklearn digits (8x8, 1500 train / 297 held-out), TinyDiT depth {s.depth}, hidden {s.hidden}, "
-        f"patch 2, eps-prediction, linear betas over 1000 steps; pre-trained {s.pretrain_steps} steps "
+        f"sklearn digits (8x8, 1500 train / 297 held-out), TinyDiT depth {s.depth}, "
+        f"hidden {s.hidden}, patch 2, eps-prediction, linear betas over 1000 steps; "
+        f"pre-trained {s.pretrain_steps} steps "
         f"(AdamW 1e-3, batch {s.batch}); original held-out loss {loss_original:.4f}.",
-        f"Learned: 1:2 groups, LoRA r8/a16 on every linear, reference defaults (lr 1e-4, gates 1e-3, "
+        "Learned: 1:2 groups, LoRA r8/a16 on every linear, reference defaults (lr 1e-4, "
+        f"gates 1e-3, "
         f"tau 4->0.1, scaling 100, EMA 0.999), {s.search_steps} search steps; kept {learned.kept}, "
         f"EMA confidence {[round(c, 3) for c in learned.confidence or []]}.",
         f"Importance: drop the {s.depth - keep} layers whose single removal raises the calibration "
         f"loss least; kept {importance.kept}.",
-        f"Recovery: the same {s.recover_steps} batches and AdamW 1e-3 for both arms; masked KD uses "
+        f"Recovery: the same {s.recover_steps} batches and AdamW 1e-3 for both arms; "
+        "masked KD uses "
         "the original as teacher (0.9 KD + 0.1 GT + beta_feat * masked feature loss).",
         f"Held-out loss: fixed timesteps and noise, {s.eval_repeats} draw(s) per image. Sampling: "
         f"DDIM {s.sample_steps} steps, batch {s.sample_batch}, median of {s.speed_repeats}, CPU, "
-        f"{torch.get_num_threads()} thread(s); pre-training took {pretrain_s:.1f}s, search {search_s:.1f}s.",
+        f"{torch.get_num_threads()} thread(s); pre-training took {pretrain_s:.1f}s, "
+        f"search {search_s:.1f}s.",
         f"One seed ({seed}); a toy-scale run, so the gap between arms is noisy"
         + (" (quick mode: a smoke run, the numbers mean little)." if quick else "."),
     ]
@@ -272,14 +309,26 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         params_pruned=count_parameters(learned.model),
         search_loss=learned.history["loss"],
     )
-    report.add_curve("learned search loss", list(range(len(learned.history["loss"]))), learned.history["loss"], "search loss", "step")
+    report.add_curve(
+        "learned search loss",
+        list(range(len(learned.history["loss"]))),
+        learned.history["loss"],
+        "search loss",
+        "step",
+    )
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         _save_grid(samples_orig, out / "samples_original.png", f"original DiT, {s.depth} layers")
-        _save_grid(samples_learned, out / "samples_learned.png", f"TinyFusion {learned.kept} + fine-tune")
+        _save_grid(
+            samples_learned, out / "samples_learned.png", f"TinyFusion {learned.kept} + fine-tune"
+        )
         if not quick:
-            _save_grid(samples_imp, out / "samples_importance.png", f"importance {importance.kept} + fine-tune")
+            _save_grid(
+                samples_imp,
+                out / "samples_importance.png",
+                f"importance {importance.kept} + fine-tune",
+            )
     return report
 
 

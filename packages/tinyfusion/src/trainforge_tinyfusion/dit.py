@@ -1,4 +1,4 @@
-"""A small DiT (Peebles & Xie, 2023) and its Gaussian diffusion, written here for the demo and tests.
+"""A small DiT (Peebles & Xie, 2023) and its Gaussian diffusion, written here for the demo.
 
 The architecture follows the DiT in ``VainF/TinyFusion:models.py``: patchify (a strided conv),
 fixed 2-D sin-cos position embeddings, a sinusoidal timestep embedder (256 frequencies, a 2-layer
@@ -45,7 +45,9 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.freq // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+        )
         args = t.float()[:, None] * freqs[None]
         return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
 
@@ -61,7 +63,9 @@ class DiTBlock(nn.Module):
         self.proj = nn.Linear(hidden, hidden)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden)
+        )
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
     def attn(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +121,12 @@ class TinyDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = nn.Embedding(num_classes + int(class_dropout_prob > 0), hidden_size)
         grid = input_size // patch_size
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, grid).unsqueeze(0), persistent=False)
-        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.register_buffer(
+            "pos_embed", sincos_pos_embed_2d(hidden_size, grid).unsqueeze(0), persistent=False
+        )
+        self.blocks = nn.ModuleList(
+            [DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)]
+        )
         self.final_layer = FinalLayer(hidden_size, patch_size, in_channels)
         self._init_weights()
 
@@ -143,7 +151,7 @@ class TinyDiT(nn.Module):
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         p, c = self.patch_size, self.in_channels
-        h = w = int(round(x.shape[1] ** 0.5))
+        h = w = math.isqrt(x.shape[1])
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
@@ -161,7 +169,9 @@ class TinyDiT(nn.Module):
 class GaussianDiffusion:
     """DDPM with DiT's default linear beta schedule (1e-4 -> 0.02, 1000 steps), epsilon target."""
 
-    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+    def __init__(
+        self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+    ) -> None:
         if not isinstance(num_timesteps, int) or num_timesteps < 2:
             raise ValueError(f"num_timesteps must be an int >= 2, got {num_timesteps!r}")
         self.num_timesteps = num_timesteps
@@ -172,7 +182,9 @@ class GaussianDiffusion:
         a = self.alphas_cumprod.to(x0.device)[t].reshape(-1, *([1] * (x0.dim() - 1)))
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
-    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+    def loss(
+        self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor, per_sample: bool = False
+    ) -> torch.Tensor:
         """epsilon-MSE at t ~ U{0..T-1} (``training_losses`` with learn_sigma=False)."""
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
@@ -181,7 +193,14 @@ class GaussianDiffusion:
         return err if per_sample else err.mean()
 
     @torch.no_grad()
-    def ddim_sample(self, model: nn.Module, shape: tuple[int, ...], y: torch.Tensor, steps: int = 50, generator: torch.Generator | None = None) -> torch.Tensor:
+    def ddim_sample(
+        self,
+        model: nn.Module,
+        shape: tuple[int, ...],
+        y: torch.Tensor,
+        steps: int = 50,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Deterministic DDIM (eta = 0) with ``steps`` evenly spaced timesteps."""
         if not isinstance(steps, int) or not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"steps must be an int in [1, {self.num_timesteps}], got {steps!r}")

@@ -29,7 +29,9 @@ from trainforge_tinyfusion.layouts import find_blocks
 Groups = list[tuple[int, int]]
 
 
-def make_groups(depth: int, keep: int | None = None, block: int | None = None, groups: Any = None) -> Groups:
+def make_groups(
+    depth: int, keep: int | None = None, block: int | None = None, groups: Any = None
+) -> Groups:
     """The ``[(N, M), ...]`` groups covering ``depth`` layers.
 
     Either ``keep`` of every ``block`` consecutive layers (``keep=1, block=2`` is the paper's
@@ -133,7 +135,9 @@ class GatedDepth(nn.Module):
         self._handles: list[RemovableHandle] = []
         self.depth = len(stack)
         for j, block in enumerate(stack):
-            self._handles.append(block.register_forward_pre_hook(self._pre_hook(j), with_kwargs=True))
+            self._handles.append(
+                block.register_forward_pre_hook(self._pre_hook(j), with_kwargs=True)
+            )
             self._handles.append(block.register_forward_hook(self._post_hook(j)))
 
     @property
@@ -156,7 +160,12 @@ class GatedDepth(nn.Module):
 
     def decision_mask(self) -> torch.Tensor:
         """The ``(depth,)`` 0/1 mask of the argmax option of every group."""
-        return torch.cat([opt[int(logits.argmax())] for logits, opt in zip(self.gumbel_gates, self.options, strict=True)])
+        return torch.cat(
+            [
+                opt[int(logits.argmax())]
+                for logits, opt in zip(self.gumbel_gates, self.options, strict=True)
+            ]
+        )
 
     def decisions(self, logits: Sequence[torch.Tensor] | None = None) -> list[int]:
         """Indices of the kept layers: the argmax option of every group, as the reference's
@@ -175,7 +184,10 @@ class GatedDepth(nn.Module):
         """Per group, the largest probability of ``softmax(scaling * logits)`` (the reference's
         ``Confidence`` printout)."""
         logits = list(self.gumbel_gates) if logits is None else list(logits)
-        return [float(torch.softmax(torch.as_tensor(g).detach() * self.scaling, 0).max()) for g in logits]
+        return [
+            float(torch.softmax(torch.as_tensor(g).detach() * self.scaling, 0).max())
+            for g in logits
+        ]
 
     # ------------------------------------------------------------------ hooks
     def _pre_hook(self, j: int):
@@ -233,14 +245,21 @@ class LinearAnneal:
     ``VainF/TinyFusion:prune_by_learning.py`` (``--tau-range 4 0.1``, ``--scaling-range 1e2 1e2``).
     """
 
-    def __init__(self, start: float = 4.0, end: float = 0.1, total_steps: int = 1, attr: str = "tau") -> None:
+    def __init__(
+        self, start: float = 4.0, end: float = 0.1, total_steps: int = 1, attr: str = "tau"
+    ) -> None:
         _check_positive("start", start)
         _check_positive("end", end)
         if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
         if attr not in ("tau", "scaling"):
             raise ValueError(f"attr must be 'tau' or 'scaling', got {attr!r}")
-        self.start, self.end, self.total_steps, self.attr = float(start), float(end), total_steps, attr
+        self.start, self.end, self.total_steps, self.attr = (
+            float(start),
+            float(end),
+            total_steps,
+            attr,
+        )
 
     def value(self, step: int) -> float:
         frac = min(max(step, 0), self.total_steps - 1) / max(self.total_steps - 1, 1)

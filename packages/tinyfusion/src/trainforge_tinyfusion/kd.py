@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 def uniform_layer_pairs(student_depth: int, teacher_depth: int) -> list[tuple[int, int]]:
     """Student block i <-> teacher block ``(i + 1) * L_t / L_s - 1``: the reference's pairing
-    (``train_masked_kd.py``: D14 from 28 layers pairs i with 2i + 1; D7 from 14 pairs i with 2i + 1)."""
+    (``train_masked_kd.py``: D14 from 28 layers and D7 from 14 both pair i with 2i + 1)."""
     for name, v in (("student_depth", student_depth), ("teacher_depth", teacher_depth)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -46,20 +46,35 @@ def uniform_layer_pairs(student_depth: int, teacher_depth: int) -> list[tuple[in
 def massive_activation_mask(h: torch.Tensor, k_sigma: float = 2.0) -> torch.Tensor:
     """``|h - mean| < k_sigma * std`` with mean and unbiased std per sample over all other dims."""
     if not isinstance(h, torch.Tensor) or h.dim() < 2:
-        raise ValueError(f"h must be a tensor with a batch dimension and at least one more, got {getattr(h, 'shape', h)!r}")
-    if isinstance(k_sigma, bool) or not isinstance(k_sigma, int | float) or not math.isfinite(k_sigma) or k_sigma <= 0:
+        raise ValueError(
+            "h must be a tensor with a batch dimension and at least one more, "
+            f"got {getattr(h, 'shape', h)!r}"
+        )
+    if (
+        isinstance(k_sigma, bool)
+        or not isinstance(k_sigma, int | float)
+        or not math.isfinite(k_sigma)
+        or k_sigma <= 0
+    ):
         raise ValueError(f"k_sigma must be a finite number > 0, got {k_sigma!r}")
     dims = list(range(1, h.dim()))
-    var, mean = torch.var_mean(h, dim=dims, keepdim=True)  # th.var_mean(feature, dim=[1,2]) in the reference
+    var, mean = torch.var_mean(
+        h, dim=dims, keepdim=True
+    )  # th.var_mean(feature, dim=[1,2]) in the reference
     return (h - mean).abs() < k_sigma * var.sqrt()
 
 
-def masked_feature_loss(student: torch.Tensor, teacher: torch.Tensor, k_sigma: float = 2.0) -> torch.Tensor:
+def masked_feature_loss(
+    student: torch.Tensor, teacher: torch.Tensor, k_sigma: float = 2.0
+) -> torch.Tensor:
     """Per-sample ``mean((m_s * h_s - m_t * h_t) ** 2)``; the teacher is detached."""
     if not isinstance(student, torch.Tensor) or not isinstance(teacher, torch.Tensor):
         raise TypeError("student and teacher features must be tensors")
     if student.shape != teacher.shape:
-        raise ValueError(f"feature shapes differ: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
+        raise ValueError(
+            f"feature shapes differ: student {tuple(student.shape)} "
+            f"vs teacher {tuple(teacher.shape)}"
+        )
     teacher = teacher.detach()
     ms = massive_activation_mask(student, k_sigma)
     mt = massive_activation_mask(teacher, k_sigma)
@@ -68,7 +83,8 @@ def masked_feature_loss(student: torch.Tensor, teacher: torch.Tensor, k_sigma: f
 
 
 def beta_feat_schedule(epoch: int, epochs: int, beta0: float = 1e-2) -> float:
-    """``beta0 * (1 - epoch / (epochs - 1))`` (``train_masked_kd.py``, ``init_beta_feature = 1e-2``)."""
+    """``beta0 * (1 - epoch / (epochs - 1))``
+    (``train_masked_kd.py``, ``init_beta_feature = 1e-2``)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < epochs:
@@ -121,7 +137,11 @@ class MaskedKD:
             raise ValueError(f"beta_feat must be a finite number >= 0, got {beta_feat!r}")
         if not math.isfinite(k_sigma) or k_sigma <= 0:
             raise ValueError(f"k_sigma must be a finite number > 0, got {k_sigma!r}")
-        pairs = list(layer_pairs) if layer_pairs is not None else uniform_layer_pairs(len(s_stack), len(t_stack))
+        pairs = (
+            list(layer_pairs)
+            if layer_pairs is not None
+            else uniform_layer_pairs(len(s_stack), len(t_stack))
+        )
         for s, t in pairs:
             if not (0 <= s < len(s_stack) and 0 <= t < len(t_stack)):
                 raise ValueError(
@@ -131,7 +151,12 @@ class MaskedKD:
         if not pairs:
             raise ValueError("layer_pairs is empty")
         self.pairs = pairs
-        self.alpha_kd, self.beta0, self.beta_feat, self.k_sigma = alpha_kd, beta_feat, beta_feat, k_sigma
+        self.alpha_kd, self.beta0, self.beta_feat, self.k_sigma = (
+            alpha_kd,
+            beta_feat,
+            beta_feat,
+            k_sigma,
+        )
         self._s = _Recorder(s_stack, [s for s, _ in pairs])
         self._t = _Recorder(t_stack, [t for _, t in pairs])
 
@@ -148,7 +173,8 @@ class MaskedKD:
         if missing:
             raise RuntimeError("MaskedKD: run the student and the teacher forward before loss()")
         total = sum(
-            masked_feature_loss(self._s.features[s], self._t.features[t], self.k_sigma) for s, t in self.pairs
+            masked_feature_loss(self._s.features[s], self._t.features[t], self.k_sigma)
+            for s, t in self.pairs
         )
         return total / len(self.pairs)
 
@@ -162,7 +188,8 @@ class MaskedKD:
         """``{"loss", "kd", "gt", "feat"}`` (scalars, batch means) for the last forward pair."""
         if student_out.shape != teacher_out.shape:
             raise ValueError(
-                f"student_out {tuple(student_out.shape)} and teacher_out {tuple(teacher_out.shape)} differ"
+                f"student_out {tuple(student_out.shape)} and "
+                f"teacher_out {tuple(teacher_out.shape)} differ"
             )
         kd = ((student_out - teacher_out.detach()) ** 2).flatten(1).mean(1)
         if kd_extra is not None:

@@ -33,7 +33,9 @@ KNOWN_PATHS: tuple[str, ...] = (
 _STACKS = (nn.ModuleList, nn.Sequential)
 
 
-def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.ModuleList | nn.Sequential]:
+def find_blocks(
+    model: nn.Module, blocks: str | None = None
+) -> tuple[str, nn.ModuleList | nn.Sequential]:
     """The dotted path and the ``nn.ModuleList`` (or ``nn.Sequential``, as timm's ViT) of
     ``model``'s residual block stack.
 
@@ -123,7 +125,11 @@ def prune_layers(
     parent_path, _, attr = path.rpartition(".")
     parent = out.get_submodule(parent_path) if parent_path else out
     old = getattr(parent, attr)
-    new = type(old)(*[old[i] for i in kept]) if isinstance(old, nn.Sequential) else nn.ModuleList([old[i] for i in kept])
+    new = (
+        type(old)(*[old[i] for i in kept])
+        if isinstance(old, nn.Sequential)
+        else nn.ModuleList([old[i] for i in kept])
+    )
     setattr(parent, attr, new)
     _update_depth_metadata(out, kept, depth)
     _renumber_layer_indices(new)

@@ -61,7 +61,12 @@ def attach_lora(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
         raise ValueError(f"rank must be a positive int, got {rank!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha <= 0:
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, int | float)
+        or not math.isfinite(alpha)
+        or alpha <= 0
+    ):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
     if isinstance(exclude, str):
         raise TypeError("exclude must be a sequence of name prefixes, not a single str")
@@ -92,7 +97,11 @@ def attach_lora(
         setattr(module, _HOOK_ATTR, module.register_forward_hook(_lora_hook).id)
         names.append(name)
     if not names:
-        warnings.warn("attach_lora: no linear layer found; the model is unchanged", NoEffectWarning, stacklevel=2)
+        warnings.warn(
+            "attach_lora: no linear layer found; the model is unchanged",
+            NoEffectWarning,
+            stacklevel=2,
+        )
     logger.info("attach_lora: %d adapters (rank %d, alpha %g)", len(names), rank, alpha)
     return names
 
@@ -101,7 +110,9 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The adapter parameters attached by :func:`attach_lora`."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return [p for n, p in model.named_parameters() if ".lora_a." in f".{n}" or ".lora_b." in f".{n}"]
+    return [
+        p for n, p in model.named_parameters() if ".lora_a." in f".{n}" or ".lora_b." in f".{n}"
+    ]
 
 
 @torch.no_grad()

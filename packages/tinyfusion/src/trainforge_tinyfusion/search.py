@@ -36,7 +36,8 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 @dataclass(frozen=True)
 class TinyFusionConfig:
-    """Search hyper-parameters; defaults are the reference's (``VainF/TinyFusion:prune_by_learning.py``)."""
+    """Search hyper-parameters; the defaults are the reference's
+    (``VainF/TinyFusion:prune_by_learning.py``)."""
 
     tau_range: tuple[float, float] = (4.0, 0.1)  # --tau-range 4 0.1
     scaling_range: tuple[float, float] = (100.0, 100.0)  # --scaling-range 1e2 1e2
@@ -57,11 +58,21 @@ class TinyFusionConfig:
             if not isinstance(rng, Sequence) or len(rng) != 2:
                 raise ValueError(f"{name} must be a (start, end) pair, got {rng!r}")
             for v in rng:
-                if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, int | float)
+                    or not math.isfinite(v)
+                    or v <= 0
+                ):
                     raise ValueError(f"{name} values must be finite numbers > 0, got {rng!r}")
         for name in ("lr", "gate_lr_mult", "grad_clip", "lora_alpha"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or not math.isfinite(v)
+                or v <= 0
+            ):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
@@ -69,7 +80,11 @@ class TinyFusionConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.delta_w not in ("lora", "full", "frozen"):
             raise ValueError(f"delta_w must be 'lora', 'full' or 'frozen', got {self.delta_w!r}")
-        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank <= 0:
+        if (
+            isinstance(self.lora_rank, bool)
+            or not isinstance(self.lora_rank, int)
+            or self.lora_rank <= 0
+        ):
             raise ValueError(f"lora_rank must be a positive int, got {self.lora_rank!r}")
 
 
@@ -90,7 +105,8 @@ def _batches(data: Iterable[Any], steps: int | None) -> Iterable[Any]:
     """Cycle through ``data`` (re-iterating it) for ``steps`` batches, or one pass."""
     if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise TypeError(
-            f"data must be an iterable of batches (a DataLoader, a list, ...), got {type(data).__name__}"
+            "data must be an iterable of batches (a DataLoader, a list, ...), "
+            f"got {type(data).__name__}"
         )
     produced = 0
     while True:
@@ -114,12 +130,17 @@ def _batches(data: Iterable[Any], steps: int | None) -> Iterable[Any]:
 
 def _check_loss_fn(loss_fn: Any) -> None:
     if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(model, batch) -> scalar tensor, got {loss_fn!r}")
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(model, batch) -> scalar tensor, got {loss_fn!r}"
+        )
 
 
 def _scalar_loss(loss: Any) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} {getattr(loss, 'shape', '')}")
+        raise TypeError(
+            "loss_fn must return a scalar tensor, "
+            f"got {type(loss).__name__} {getattr(loss, 'shape', '')}"
+        )
     return loss.reshape(())
 
 

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import ResStack
+from _tinyfusion_toys import ResStack
 
 from trainforge_core.errors import NoEffectWarning
 from trainforge_tinyfusion import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ResStack
+from _tinyfusion_toys import ResStack
 
 from trainforge_tinyfusion import (
     MaskedKD,

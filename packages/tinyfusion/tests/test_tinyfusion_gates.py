@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import ResStack
+from _tinyfusion_toys import ResStack
 
 from trainforge_tinyfusion import GatedDepth, LinearAnneal, make_groups, make_options
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import ResStack
+from _tinyfusion_toys import ResStack
 
 from trainforge_tinyfusion import (
     GatedDepth,

@@ -51,7 +51,7 @@ class _Setup:
     speed_repeats: int
 
 
-_QUICK = _Setup(4, 32, 30, 10, 6, 32, 1, 5, 16, 1)
+_QUICK = _Setup(4, 32, 20, 6, 4, 32, 1, 4, 16, 1)
 _FULL = _Setup(8, 64, 800, 200, 200, 64, 4, 50, 64, 3)
 
 

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from trainforge_mosaicbert.padding import pad_input
 
 ATTN_IMPLS = ("auto", "flash_varlen", "flex", "sdpa")
+"""The attention backends a MosaicBERT model can be asked for; ``auto`` chooses by device
+and installed packages."""
 
 
 def flash_attn_available() -> bool:

@@ -61,5 +61,8 @@ def newton_schulz_flops(rows: int, cols: int, steps: int = 5) -> int:
 
     Per step with m = min, n = max: X X^T (2 m^2 n), A A (2 m^3), (bA + cA^2) X (2 m^2 n).
     """
+    for name, value in (("rows", rows), ("cols", cols), ("steps", steps)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     m, n = min(rows, cols), max(rows, cols)
     return steps * (4 * m * m * n + 2 * m**3)

@@ -71,8 +71,9 @@ def test_torch_muon_matches_reference(shape):
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(*shape))
     grads = [torch.randn(*shape) for _ in range(3)]
-    opt = torch.optim.Muon([w], lr=0.02, weight_decay=0.1, momentum=0.95, eps=1e-7,
-                           adjust_lr_fn="original")
+    opt = torch.optim.Muon(
+        [w], lr=0.02, weight_decay=0.1, momentum=0.95, eps=1e-7, adjust_lr_fn="original"
+    )
     expected = _reference_muon(w.detach(), grads, 0.02, 0.1, 0.95, 1e-7)
     for g in grads:
         w.grad = g.clone()

@@ -41,7 +41,13 @@ def test_soap_with_identity_bases_is_adam():
 
 @pytest.mark.parametrize(
     ("shape", "max_dim", "freq"),
-    [((8, 6), 10000, 10), ((8, 6), 10000, 2), ((7,), 10000, 2), ((12, 5), 6, 2), ((3, 4, 5), 10000, 2)],
+    [
+        ((8, 6), 10000, 10),
+        ((8, 6), 10000, 2),
+        ((7,), 10000, 2),
+        ((12, 5), 6, 2),
+        ((3, 4, 5), 10000, 2),
+    ],
 )
 def test_soap_matches_pytorch_optimizer(shape, max_dim, freq):
     from pytorch_optimizer import SOAP as RefSOAP

@@ -43,7 +43,9 @@ class _AdamFamily(torch.optim.Optimizer):
         weight_decay: float = 0.1,
     ) -> None:
         _check(lr, betas, eps, weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        )
 
     def _direction(
         self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, group: dict
@@ -83,7 +85,9 @@ class NAdamW(_AdamFamily):
 
     def _direction(self, grad, m, v, t, group):  # type: ignore[no-untyped-def]
         beta1, beta2 = group["betas"]
-        m_hat = m.mul(beta1 / (1.0 - beta1 ** (t + 1))).add_(grad, alpha=(1.0 - beta1) / (1.0 - beta1**t))
+        m_hat = m.mul(beta1 / (1.0 - beta1 ** (t + 1))).add_(
+            grad, alpha=(1.0 - beta1) / (1.0 - beta1**t)
+        )
         v_hat = v / (1.0 - beta2**t)
         return m_hat / (v_hat.sqrt() + group["eps"])
 
@@ -99,7 +103,7 @@ class CautiousAdamW(_AdamFamily):
 
 
 class Signum(torch.optim.Optimizer):
-    """Sign of an EMA momentum, ``m <- mu m + (1 - mu) g; theta <- theta - lr (sign(m) + wd theta)``.
+    """Sign of an EMA momentum: ``m <- mu m + (1 - mu) g``, ``theta -= lr (sign(m) + wd theta)``.
 
     Scion's optimiser for embeddings, head, norms and biases (Levanter's ``scion.py`` pairs
     the spectral LMO on hidden matrices with Signum elsewhere). Written here because
@@ -107,7 +111,10 @@ class Signum(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.95,
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.95,
         weight_decay: float = 0.0,
     ) -> None:
         _check(lr, (momentum, 0.0), 0.0, weight_decay)

@@ -47,12 +47,29 @@ KNOBS: dict[str, tuple[str, ...]] = {
     "mars": (*_COMMON, "beta1", "beta2", "eps", "gamma"),
     "cautious": (*_COMMON, "beta1", "beta2", "eps"),
     "adam_mini": (*_COMMON, "beta1", "beta2", "eps", "num_heads", "num_kv_heads", "hidden_size"),
-    "muon": (*_COMMON, "momentum", "muon_eps", "adam_lr_ratio", "beta1", "beta2", "eps",
-             "ns_steps", "nesterov", "adjust_lr_fn"),
+    "muon": (
+        *_COMMON,
+        "momentum",
+        "muon_eps",
+        "adam_lr_ratio",
+        "beta1",
+        "beta2",
+        "eps",
+        "ns_steps",
+        "nesterov",
+        "adjust_lr_fn",
+    ),
     "scion": (*_COMMON, "momentum", "adam_lr_ratio"),
     "kron": (*_COMMON, "beta1", "preconditioner_update_probability"),
-    "soap": (*_COMMON, "beta1", "beta2", "eps", "shampoo_beta", "precondition_frequency",
-             "max_precond_dim"),
+    "soap": (
+        *_COMMON,
+        "beta1",
+        "beta2",
+        "eps",
+        "shampoo_beta",
+        "precondition_frequency",
+        "max_precond_dim",
+    ),
 }
 OPTIMIZERS: tuple[str, ...] = tuple(KNOBS)
 MATRIX_OPTIMIZERS = ("muon", "scion")
@@ -72,7 +89,11 @@ def _validate(name: str, hp: dict[str, Any]) -> None:
                     f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {value!r}"
                 )
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"{name}: {key} must be a finite number, got {value!r}")
         if key in ("lr", "adam_lr_ratio") and not value > 0:
             raise ValueError(f"{name}: {key} must be > 0, got {value!r}")
@@ -82,8 +103,13 @@ def _validate(name: str, hp: dict[str, Any]) -> None:
             raise ValueError(f"{name}: {key} must be in [0, 1), got {value!r}")
         if key == "preconditioner_update_probability" and not 0.0 < value <= 1.0:
             raise ValueError(f"{name}: {key} must be in (0, 1], got {value!r}")
-        if key in ("precondition_frequency", "ns_steps", "num_heads", "num_kv_heads",
-                   "hidden_size") and (not isinstance(value, int) or value < 1):
+        if key in (
+            "precondition_frequency",
+            "ns_steps",
+            "num_heads",
+            "num_kv_heads",
+            "hidden_size",
+        ) and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
         if key == "max_precond_dim" and (not isinstance(value, int) or value < 0):
             raise ValueError(f"{name}: {key} must be a non-negative integer, got {value!r}")
@@ -115,8 +141,11 @@ def resolve_hparams(name: str, **hparams: Any) -> dict[str, Any]:
 def _adamw(params: list[dict], lr: float, hp: dict[str, Any]) -> torch.optim.Optimizer:
     fused = all(p.is_cuda for g in params for p in g["params"]) or None
     return torch.optim.AdamW(
-        params, lr=lr, betas=(hp.get("beta1", 0.9), hp.get("beta2", 0.95)),
-        eps=hp.get("eps", 1e-8), fused=fused,
+        params,
+        lr=lr,
+        betas=(hp.get("beta1", 0.9), hp.get("beta2", 0.95)),
+        eps=hp.get("eps", 1e-8),
+        fused=fused,
     )
 
 
@@ -138,9 +167,13 @@ def _muon(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     grouping, rest = _matrix_split(model, "muon", hp)
     children: dict[str, torch.optim.Optimizer] = {
         "muon": torch.optim.Muon(
-            grouping.matrix_params, lr=hp["lr"], weight_decay=hp["weight_decay"],
-            momentum=hp["momentum"], nesterov=hp.get("nesterov", True),
-            eps=max(hp["muon_eps"], 1e-30), ns_steps=hp.get("ns_steps", 5),
+            grouping.matrix_params,
+            lr=hp["lr"],
+            weight_decay=hp["weight_decay"],
+            momentum=hp["momentum"],
+            nesterov=hp.get("nesterov", True),
+            eps=max(hp["muon_eps"], 1e-30),
+            ns_steps=hp.get("ns_steps", 5),
             # sqrt(max(1, fan_out / fan_in)): Levanter's scale_with_muon
             adjust_lr_fn=hp.get("adjust_lr_fn", "original"),
         )
@@ -157,13 +190,19 @@ def _scion(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     grouping, rest = _matrix_split(model, "scion", hp)
     # pytorch-optimizer's momentum is the weight of the new gradient (1 - the paper's)
     children: dict[str, torch.optim.Optimizer] = {
-        "scion": SCION(grouping.matrix_params, lr=hp["lr"], momentum=1.0 - hp["momentum"],
-                       norm_type=LMONorm.SPECTRAL, weight_decay=hp["weight_decay"],
-                       weight_decouple=True)
+        "scion": SCION(
+            grouping.matrix_params,
+            lr=hp["lr"],
+            momentum=1.0 - hp["momentum"],
+            norm_type=LMONorm.SPECTRAL,
+            weight_decay=hp["weight_decay"],
+            weight_decouple=True,
+        )
     }
     if rest:
-        children["signum"] = Signum(rest, lr=hp["lr"] * hp["adam_lr_ratio"],
-                                    momentum=hp["momentum"])
+        children["signum"] = Signum(
+            rest, lr=hp["lr"] * hp["adam_lr_ratio"], momentum=hp["momentum"]
+        )
     return GroupedOptimizer(children)
 
 
@@ -179,20 +218,38 @@ def _adam_mini(model: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
             "adam_mini needs hidden_size and num_heads: pass them, or a model with a "
             "transformers config"
         )
-    return AdamMini(model, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]),
-                    weight_decay=hp["weight_decay"], num_embeds=hidden, num_heads=heads,
-                    num_query_groups=kv, eps=hp["eps"])
+    return AdamMini(
+        model,
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        weight_decay=hp["weight_decay"],
+        num_embeds=hidden,
+        num_heads=heads,
+        num_query_groups=kv,
+        eps=hp["eps"],
+    )
 
 
 _BUILDERS: dict[str, Callable[[nn.Module, dict[str, Any]], torch.optim.Optimizer]] = {
     "adamw": lambda m, hp: _adamw(decay_groups(m, hp["weight_decay"]), hp["lr"], hp),
-    "nadamw": lambda m, hp: NAdamW(decay_groups(m, hp["weight_decay"]), lr=hp["lr"],
-                                   betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"]),
-    "cautious": lambda m, hp: CautiousAdamW(decay_groups(m, hp["weight_decay"]), lr=hp["lr"],
-                                            betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"]),
+    "nadamw": lambda m, hp: NAdamW(
+        decay_groups(m, hp["weight_decay"]),
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+    ),
+    "cautious": lambda m, hp: CautiousAdamW(
+        decay_groups(m, hp["weight_decay"]),
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+    ),
     "soap": lambda m, hp: SOAP(
-        decay_groups(m, hp["weight_decay"]), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]),
-        shampoo_beta=hp["shampoo_beta"], eps=hp["eps"],
+        decay_groups(m, hp["weight_decay"]),
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        shampoo_beta=hp["shampoo_beta"],
+        eps=hp["eps"],
         precondition_frequency=hp["precondition_frequency"],
         max_precond_dim=hp.get("max_precond_dim", 10000),
     ),
@@ -206,8 +263,13 @@ def _lion(cautious: bool) -> Callable[[nn.Module, dict[str, Any]], torch.optim.O
     def build(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
         from pytorch_optimizer import Lion
 
-        return Lion(decay_groups(m, hp["weight_decay"]), lr=hp["lr"],
-                    betas=(hp["beta1"], hp["beta2"]), weight_decouple=True, cautious=cautious)
+        return Lion(
+            decay_groups(m, hp["weight_decay"]),
+            lr=hp["lr"],
+            betas=(hp["beta1"], hp["beta2"]),
+            weight_decouple=True,
+            cautious=cautious,
+        )
 
     return build
 
@@ -216,16 +278,28 @@ def _mars(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     from pytorch_optimizer import MARS
 
     groups = decay_groups(m, hp["weight_decay"])
-    return MARS(groups, lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), gamma=hp["gamma"],
-                mars_type="adamw", optimize_1d=True, eps=hp["eps"], weight_decouple=True)
+    return MARS(
+        groups,
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        gamma=hp["gamma"],
+        mars_type="adamw",
+        optimize_1d=True,
+        eps=hp["eps"],
+        weight_decouple=True,
+    )
 
 
 def _kron(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     from pytorch_optimizer import Kron
 
-    return Kron(decay_groups(m, hp["weight_decay"]), lr=hp["lr"], momentum=hp["beta1"],
-                weight_decouple=True,
-                pre_conditioner_update_probability=hp["preconditioner_update_probability"])
+    return Kron(
+        decay_groups(m, hp["weight_decay"]),
+        lr=hp["lr"],
+        momentum=hp["beta1"],
+        weight_decouple=True,
+        pre_conditioner_update_probability=hp["preconditioner_update_probability"],
+    )
 
 
 _BUILDERS.update(lion=_lion(False), cautious_lion=_lion(True), mars=_mars, kron=_kron)

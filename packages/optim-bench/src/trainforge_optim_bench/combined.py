@@ -48,7 +48,8 @@ class GroupedOptimizer(torch.optim.Optimizer):
         saved = state_dict["optimizers"]
         if set(saved) != set(self.optimizers):
             raise ValueError(
-                f"state_dict holds optimizers {sorted(saved)}, this one has {sorted(self.optimizers)}"
+                f"state_dict holds optimizers {sorted(saved)}, "
+                f"this one has {sorted(self.optimizers)}"
             )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(saved[name])

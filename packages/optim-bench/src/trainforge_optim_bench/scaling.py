@@ -114,7 +114,9 @@ class ScalingLawHparams:
         d = np.log(_finite_positive("data", data))
         h = np.log(_finite_positive("values", values))
         if not n.size == d.size == h.size:
-            raise ValueError(f"n_params, data and values differ in length: {n.size}, {d.size}, {h.size}")
+            raise ValueError(
+                f"n_params, data and values differ in length: {n.size}, {d.size}, {h.size}"
+            )
         design = np.stack([np.ones_like(n), n, d], axis=1)
         if n.size < 3 or np.linalg.matrix_rank(design) < 3:
             raise ValueError("need at least 3 points that vary in both n_params and data")

@@ -32,7 +32,7 @@ def wsd_factor(
     _check(total_steps, warmup, decay, min_lr_ratio, shape)
     if step < warmup:
         return step / warmup
-    decay_steps = total_steps - warmup if decay is None else int(round(decay * total_steps))
+    decay_steps = total_steps - warmup if decay is None else round(decay * total_steps)
     decay_steps = min(decay_steps, total_steps - warmup)
     start = total_steps - decay_steps
     if step < start or decay_steps == 0:
@@ -43,11 +43,15 @@ def wsd_factor(
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
-def _check(total_steps: int, warmup: int, decay: float | None, min_lr_ratio: float, shape: str) -> None:
+def _check(
+    total_steps: int, warmup: int, decay: float | None, min_lr_ratio: float, shape: str
+) -> None:
     if not isinstance(total_steps, int) or isinstance(total_steps, bool) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= total_steps:
-        raise ValueError(f"warmup must be an integer in [0, total_steps={total_steps}], got {warmup!r}")
+        raise ValueError(
+            f"warmup must be an integer in [0, total_steps={total_steps}], got {warmup!r}"
+        )
     if decay is not None and not (isinstance(decay, int | float) and 0.0 <= decay <= 1.0):
         raise ValueError(f"decay must be a fraction in [0, 1] or None, got {decay!r}")
     if not (isinstance(min_lr_ratio, int | float) and 0.0 <= min_lr_ratio <= 1.0):
@@ -72,7 +76,9 @@ class WarmupStableDecay(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         _check(total_steps, warmup, decay, min_lr_ratio, shape)
         self.total_steps, self.warmup, self.decay = total_steps, warmup, decay
         self.min_lr_ratio, self.shape = min_lr_ratio, shape
@@ -80,7 +86,11 @@ class WarmupStableDecay(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         f = wsd_factor(
-            min(self.last_epoch, self.total_steps), self.total_steps, self.warmup, self.decay,
-            self.min_lr_ratio, self.shape,
+            min(self.last_epoch, self.total_steps),
+            self.total_steps,
+            self.warmup,
+            self.decay,
+            self.min_lr_ratio,
+            self.shape,
         )
         return [base * f for base in self.base_lrs]

@@ -73,7 +73,9 @@ class CoordinateDescentTuner:
             if len(values) == 0:
                 raise ValueError(f"grid[{knob!r}] is empty; every axis needs at least one value")
             if knob not in baseline:
-                raise ValueError(f"grid axis {knob!r} is missing from the baseline {dict(baseline)}")
+                raise ValueError(
+                    f"grid axis {knob!r} is missing from the baseline {dict(baseline)}"
+                )
         if not (isinstance(tol, int | float) and math.isfinite(tol) and tol >= 0):
             raise ValueError(f"tol must be a non-negative finite number, got {tol!r}")
         if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 1):

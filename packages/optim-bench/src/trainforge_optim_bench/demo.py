@@ -181,6 +181,11 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
             for m in MULTIPLES
         ):
             report.notes.append("An inf speed-up means the loss is below AdamW's fitted asymptote.")
+    if quick:
+        report.notes.append(
+            "--quick: 10-step budgets exercise the harness end to end; at this length the "
+            "losses are still falling fast and the comparison means nothing."
+        )
     report.notes.append(
         "Paper: <= ~1.4x at 130M and shrinking with scale; what this miniature shows is in the "
         "rows above, whichever way it goes."

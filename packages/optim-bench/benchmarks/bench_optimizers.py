@@ -34,7 +34,7 @@ from trainforge_core.models import tiny_llama
 from trainforge_optim_bench import OPTIMIZERS, build_optimizer, newton_schulz5, newton_schulz_flops
 from trainforge_optim_bench.grouping import decay_groups
 
-SIZES = {"10M": (384, 4, 6), "50M": (640, 8, 10)}  # hidden, layers, heads
+SIZES = {"10M": (384, 4, 6), "50M": (640, 8, 10), "smoke": (64, 1, 4)}  # hidden, layers, heads
 
 
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -161,7 +161,7 @@ def bench(size: str, device: str, rounds: int, batch: int, seq: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["10M", "50M"], choices=list(SIZES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)

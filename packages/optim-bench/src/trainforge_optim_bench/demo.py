@@ -179,12 +179,11 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
             f"AdamW law: L(D) = {law.alpha:.3f} D^-{law.B:.3f} + {law.beta:.3f} (D in units of "
             "1x; three points determine it exactly, so it interpolates rather than tests a fit)."
         )
-        if any(
-            math.isinf(speedup(law, float(m), losses[n][m]))
-            for n in ("muon", "soap")
-            for m in MULTIPLES
-        ):
-            report.notes.append("An inf speed-up means the loss is below AdamW's fitted asymptote.")
+        if below_asymptote:
+            report.notes.append(
+                "No speed-up (shown as '-') for " + ", ".join(below_asymptote) + ": the loss is "
+                "below AdamW's fitted asymptote, so the effective data is unbounded."
+            )
     if quick:
         report.notes.append(
             "--quick: 10-step budgets exercise the harness end to end; at this length the "

@@ -64,7 +64,8 @@ def _public(model: torch.nn.Module) -> dict[str, Callable[[], torch.optim.Optimi
         ),
         "pytorch-optimizer SOAP": lambda: po.SOAP(decay_groups(model, 0.1), lr=1e-3),
         "pytorch-optimizer Muon": lambda: po.Muon(
-            [p for p in model.parameters() if p.ndim == 2], lr=1e-3
+            [{"params": [p for p in model.parameters() if p.ndim == 2], "use_muon": True}],
+            lr=1e-3,
         ),
     }
 

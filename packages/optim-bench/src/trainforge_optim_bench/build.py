@@ -293,6 +293,12 @@ def _mars(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
 def _kron(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     from pytorch_optimizer import Kron
 
+    # PSGD's multi-operand einsums need opt_einsum's contraction order (torch uses it when
+    # installed); without it torch contracts left to right through an outer product of the
+    # preconditioner factors (a 10M-parameter Llama asked for 1 TB).
+    if not torch.backends.opt_einsum.is_available():
+        raise RuntimeError("kron needs the opt-einsum package (pip install opt-einsum)")
+
     return Kron(
         decay_groups(m, hp["weight_decay"]),
         lr=hp["lr"],

@@ -60,7 +60,7 @@ KNOBS: dict[str, tuple[str, ...]] = {
         "adjust_lr_fn",
     ),
     "scion": (*_COMMON, "momentum", "adam_lr_ratio"),
-    "kron": (*_COMMON, "beta1", "preconditioner_update_probability"),
+    "kron": (*_COMMON, "beta1", "preconditioner_update_probability", "max_size_triangular"),
     "soap": (
         *_COMMON,
         "beta1",
@@ -109,6 +109,7 @@ def _validate(name: str, hp: dict[str, Any]) -> None:
             "num_heads",
             "num_kv_heads",
             "hidden_size",
+            "max_size_triangular",
         ) and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
         if key == "max_precond_dim" and (not isinstance(value, int) or value < 0):
@@ -305,6 +306,9 @@ def _kron(m: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
         momentum=hp["beta1"],
         weight_decouple=True,
         pre_conditioner_update_probability=hp["preconditioner_update_probability"],
+        # dims above this get a diagonal factor (the paper blocked at 256; a full
+        # vocabulary-sized triangular factor costs O(vocab^3) per update)
+        max_size_triangular=hp.get("max_size_triangular", 2048),
     )
 
 

@@ -71,8 +71,11 @@ KNOBS: dict[str, tuple[str, ...]] = {
         "max_precond_dim",
     ),
 }
+"""The hyper-parameters `build_optimizer` accepts for each optimizer name."""
 OPTIMIZERS: tuple[str, ...] = tuple(KNOBS)
+"""Every optimizer name `build_optimizer` knows."""
 MATRIX_OPTIMIZERS = ("muon", "scion")
+"""Optimizers that act on 2-D hidden weights only (AdamW or Signum takes the rest)."""
 
 _UNIT = ("beta1", "beta2", "momentum", "shampoo_beta")  # in [0, 1)
 

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 PAPER_130M_1X_STEPS = 20 * 134_217_728 // (128 * 4096)
+"""Training steps of the paper's 130M model at 1x Chinchilla data (batch 128 x 4,096 tokens)."""
 
 _TRAIN = dict(min_lr_ratio=0.0, max_grad_norm=1.0, train_batch_size=128)
 
@@ -169,6 +170,7 @@ PAPER_LOSS_130M_1X: MappingProxyType = MappingProxyType(
         "soap": 3.483,
     }
 )
+"""The paper's final losses at 130M parameters and 1x data, by optimizer."""
 
 _BATCH = [128, 256, 512, 1024]
 _GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -279,9 +281,12 @@ _GRIDS["cautious_lion"] = dict(_GRIDS["lion"])
 BASELINES: MappingProxyType = MappingProxyType(
     {k: MappingProxyType(v) for k, v in _BASELINES.items()}
 )
+"""Each optimizer's tuned 130M x 1 Chinchilla configuration (the paper's Phase I best
+rows), by name."""
 GRIDS: MappingProxyType = MappingProxyType(
     {k: MappingProxyType({kk: tuple(vv) for kk, vv in v.items()}) for k, v in _GRIDS.items()}
 )
+"""Each optimizer's Phase I sweep grid (the knobs this package implements), by name."""
 
 TRAINER_KEYS = ("warmup", "decay", "schedule", "min_lr_ratio", "max_grad_norm", "train_batch_size")
 

@@ -141,10 +141,10 @@ def _bert_like(name: str, base: str, head: str, transform_ln: str) -> ArchAdapte
         name=name,
         model_types=(name,),
         layers_path=f"{base}.encoder.layer",
-        head_weight=f"{head}.decoder.weight",
+        head_weight=f"{head}.decoder.weight".replace("\\", ""),
         embedding_weight=f"{base}.embeddings.word_embeddings.weight",
         roles=roles,
-        head_modules=(head,),
+        head_modules=(head.replace("\\", ""),),
     )
 
 

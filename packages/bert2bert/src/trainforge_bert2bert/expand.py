@@ -83,10 +83,24 @@ class _Indexer:
         return self.cache[kind]
 
 
-def fpi_tensor(weight: torch.Tensor, role: Role, index: _Indexer) -> torch.Tensor:
+def _as_indexer(plan: ExpansionPlan | _Indexer, weight: Any) -> _Indexer:
+    if isinstance(plan, _Indexer):
+        return plan
+    if not isinstance(plan, ExpansionPlan):
+        raise TypeError(f"plan must be an ExpansionPlan, got {type(plan).__name__}")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    return _Indexer(plan, weight.device)
+
+
+def fpi_tensor(weight: torch.Tensor, role: Role, plan: ExpansionPlan | _Indexer) -> torch.Tensor:
     """Function-preserving expansion of one tensor (paper eq. 7-8, Net2Net):
     out-dimension ``U[:, j] = W[:, g_out(j)]`` (copy); in-dimension
-    ``U[i, :] = W[g_in(i), :] / C_{g_in(i)}`` (split)."""
+    ``U[i, :] = W[g_in(i), :] / C_{g_in(i)}`` (split). ``role`` says which axis is which
+    (see :mod:`trainforge_bert2bert.adapters`)."""
+    index = _as_indexer(plan, weight)
+    if not isinstance(role, Role):
+        raise TypeError(f"role must be a Role, got {type(role).__name__}")
     work = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
     out_axis, in_axis = _axes(role)
     if role.out is not None and out_axis is not None:
@@ -111,12 +125,21 @@ def _unit_axis(role: Role) -> tuple[int, str] | None:
 
 
 def aki_tensor(
-    weight: torch.Tensor, next_weight: torch.Tensor, role: Role, index: _Indexer
+    weight: torch.Tensor,
+    next_weight: torch.Tensor,
+    role: Role,
+    plan: ExpansionPlan | _Indexer,
 ) -> torch.Tensor:
     """Advanced knowledge initialisation (paper Sec. 4.2, eq. 10-11) of one tensor of layer l:
     both layers are expanded with FPI (the count division applies to both), then the NEW
     units (heads / FFN neurons beyond the source size) take layer l+1's values. Tensors
     without a head / FFN axis stay FPI."""
+    index = _as_indexer(plan, weight)
+    if not isinstance(next_weight, torch.Tensor) or next_weight.shape != weight.shape:
+        raise ValueError(
+            "next_weight must be a tensor of the same shape as weight "
+            f"{tuple(weight.shape)}, got {getattr(next_weight, 'shape', type(next_weight))}"
+        )
     current = fpi_tensor(weight, role, index)
     unit = _unit_axis(role)
     if unit is None:

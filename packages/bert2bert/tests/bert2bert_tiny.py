@@ -77,7 +77,7 @@ def model(arch: str, *args, seed: int = 0, **kwargs):
     m = CLASSES[arch](config(arch, *args, **kwargs)).eval()
     # Random, non-trivial norm gains and biases so a wrong map cannot hide behind 1s and 0s.
     with torch.no_grad():
-        for name, p in m.named_parameters():
+        for p in m.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return m

@@ -17,15 +17,21 @@ from bert2bert_tiny import config, ids, model
 def test_draw_map_identity_prefix_and_range():
     g = draw_map(5, 13, torch.Generator().manual_seed(0))
     assert g[:5].tolist() == list(range(5))
-    assert 0 <= g.min() and g.max() < 5 and g.numel() == 13
+    assert g.min() >= 0 and g.max() < 5 and g.numel() == 13
     assert draw_map(4, 8, mapping="cyclic").tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
     assert draw_map(3, 3).tolist() == [0, 1, 2]
 
 
 def test_plan_is_seeded_and_heads_move_in_whole_blocks():
-    a = ExpansionPlan.from_configs(config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=5)
-    b = ExpansionPlan.from_configs(config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=5)
-    c = ExpansionPlan.from_configs(config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=6)
+    a = ExpansionPlan.from_configs(
+        config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=5
+    )
+    b = ExpansionPlan.from_configs(
+        config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=5
+    )
+    c = ExpansionPlan.from_configs(
+        config("bert", 32, 4, 64, 2), config("bert", 48, 6, 96, 4), seed=6
+    )
     assert all(torch.equal(x, y) for x, y in ((a.g_hidden, b.g_hidden), (a.g_ffn, b.g_ffn)))
     assert not (torch.equal(a.g_hidden, c.g_hidden) and torch.equal(a.g_ffn, c.g_ffn))
     idx, cnt, new = a.index("H")

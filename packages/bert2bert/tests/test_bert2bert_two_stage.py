@@ -45,12 +45,15 @@ def test_gradients_outside_sampled_block_are_none(arch):
 
 def test_submodel_forward_equals_truncated_model():
     """The sub-model of depth d is exactly the bottom d layers + the shared head."""
-    from trainforge_bert2bert import expand_depth
 
     big = model("gpt2", 32, 4, 64, 4)
     bottom = model("gpt2", 32, 4, 64, 2)
     bottom.load_state_dict(
-        {k: v for k, v in big.state_dict().items() if not k.startswith(("transformer.h.2", "transformer.h.3"))}
+        {
+            k: v
+            for k, v in big.state_dict().items()
+            if not k.startswith(("transformer.h.2", "transformer.h.3"))
+        }
     )
     x = ids()
     with torch.no_grad(), train_submodel(big, 2, 1):

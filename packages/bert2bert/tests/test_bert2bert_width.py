@@ -97,9 +97,7 @@ def test_aki_new_units_come_from_next_layer_top_layer_is_fpi():
         torch.testing.assert_close(
             w2[:, new_f], (nxt.output.dense.weight[g_d][:, g_f[new_f]] / c_f[g_f[new_f]])
         )
-        torch.testing.assert_close(
-            w2[:, ~new_f], cur.output.dense.weight[g_d][:, :64] / c_f
-        )
+        torch.testing.assert_close(w2[:, ~new_f], cur.output.dense.weight[g_d][:, :64] / c_f)
         # Whole new heads (query rows) from the next layer.
         q = a.attention.self.query.weight
         torch.testing.assert_close(
@@ -123,7 +121,11 @@ def test_aki_on_decoders_takes_new_units_from_next_layer(arch):
     aki = expand_width(small, plan, "aki")
     fpi = expand_width(small, plan, "fpi")
     sd_a, sd_f = aki.state_dict(), fpi.state_dict()
-    name = "transformer.h.{}.mlp.c_fc.weight" if arch == "gpt2" else "model.layers.{}.mlp.up_proj.weight"
+    name = (
+        "transformer.h.{}.mlp.c_fc.weight"
+        if arch == "gpt2"
+        else "model.layers.{}.mlp.up_proj.weight"
+    )
     new = torch.arange(128) >= 64
     # Conv1D is [in, out]: neurons are columns; Linear is [out, in]: neurons are rows.
     pick = (lambda t: t[:, new]) if arch == "gpt2" else (lambda t: t[new])

@@ -122,12 +122,18 @@ class ArchAdapter:
 def _bert_like(name: str, base: str, head: str, transform_ln: str) -> ArchAdapter:
     lay = rf"{base}\.encoder\.layer\.\d+"
     roles: tuple[tuple[str, Role | str], ...] = (
-        (rf"{base}\.embeddings\.(word|position|token_type)_embeddings\.weight", Role("embedding", "D")),
+        (
+            rf"{base}\.embeddings\.(word|position|token_type)_embeddings\.weight",
+            Role("embedding", "D"),
+        ),
         (rf"{base}\.embeddings\.LayerNorm\.(weight|bias)", Role("vector", "D")),
         (rf"{lay}\.attention\.self\.(query|key|value)\.weight", Role("linear", "H", "D")),
         (rf"{lay}\.attention\.self\.(query|key|value)\.bias", Role("vector", "H")),
         (rf"{lay}\.attention\.output\.dense\.weight", Role("linear", "D", "H")),
-        (rf"{lay}\.(attention\.output|output)\.(dense\.bias|LayerNorm\.(weight|bias))", Role("vector", "D")),
+        (
+            rf"{lay}\.(attention\.output|output)\.(dense\.bias|LayerNorm\.(weight|bias))",
+            Role("vector", "D"),
+        ),
         (rf"{lay}\.intermediate\.dense\.weight", Role("linear", "F", "D")),
         (rf"{lay}\.intermediate\.dense\.bias", Role("vector", "F")),
         (rf"{lay}\.output\.dense\.weight", Role("linear", "D", "F")),
@@ -212,13 +218,14 @@ _BY_MODEL_TYPE = {a.name: a for a in ADAPTERS.values()}
 def adapter_for(model: Any) -> ArchAdapter:
     """The adapter of ``model`` (TypeError naming the supported classes otherwise)."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a transformers model (nn.Module), got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a transformers model (nn.Module), got {type(model).__name__}"
+        )
     for cls in type(model).__mro__:
         if cls.__name__ in ADAPTERS and cls.__module__.startswith("transformers."):
             return ADAPTERS[cls.__name__]
     raise TypeError(
-        f"unsupported architecture {type(model).__name__}; bert2bert supports "
-        f"{', '.join(ADAPTERS)}"
+        f"unsupported architecture {type(model).__name__}; bert2bert supports {', '.join(ADAPTERS)}"
     )
 
 
@@ -259,4 +266,6 @@ def check_configs_match(small_config: Any, big_config: Any) -> None:
     for field in _MUST_MATCH:
         x, y = getattr(small_config, field, None), getattr(big_config, field, None)
         if x != y:
-            raise ValueError(f"mismatched configs: {field} is {x!r} in the source, {y!r} in the target")
+            raise ValueError(
+                f"mismatched configs: {field} is {x!r} in the source, {y!r} in the target"
+            )

@@ -17,8 +17,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from trainforge_core.errors import NoEffectWarning
-from trainforge_core.surgery import count_parameters
 from trainforge_bert2bert.adapters import (
     _UNIT_KINDS,
     ArchAdapter,
@@ -27,6 +25,8 @@ from trainforge_bert2bert.adapters import (
     check_configs_match,
 )
 from trainforge_bert2bert.plan import Dims, ExpansionPlan, Mapping, check_growable, depth_map
+from trainforge_core.errors import NoEffectWarning
+from trainforge_core.surgery import count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ def _empty_model(model: nn.Module, config: Any, adapter: ArchAdapter, layer_map:
     src_buffers = dict(model.named_buffers())
     for name, buf in new.named_buffers():
         layer = adapter.layer_of(name)
-        src = src_buffers.get(name if layer is None else _swap_layer(name, adapter, layer_map[layer]))
+        src = src_buffers.get(
+            name if layer is None else _swap_layer(name, adapter, layer_map[layer])
+        )
         if src is None or src.shape != buf.shape:
             log.debug("buffer %s has no source counterpart; building %s normally", name, config)
             new = type(model)(config).to(device=ref.device, dtype=ref.dtype)
@@ -228,7 +230,7 @@ def _grow(
                 raise ValueError(f"parameter {name!r} of the target has no source counterpart")
             state[name] = expanded(src_name)
         new.load_state_dict(state, strict=True)
-    del cache
+    cache.clear()
     new.train(model.training)
     report = GrowthReport(
         method=method,
@@ -290,7 +292,9 @@ def expand_width(
     plan = _check_plan(plan, source)
     target = replace(plan.target, layers=source.layers)
     plan = replace(plan, source=source, target=target)
-    return _grow(model, adapter, plan, adapter.with_dims(model.config, target), method, untie_lm_head)
+    return _grow(
+        model, adapter, plan, adapter.with_dims(model.config, target), method, untie_lm_head
+    )
 
 
 def expand_depth(model: nn.Module, num_layers: int) -> nn.Module:
@@ -337,7 +341,9 @@ def bert2bert(
     adapter = adapter_for(small)
     method = _check_method(method)
     if not hasattr(big_config, "model_type"):
-        raise TypeError(f"big_config must be a transformers config, got {type(big_config).__name__}")
+        raise TypeError(
+            f"big_config must be a transformers config, got {type(big_config).__name__}"
+        )
     check_configs_match(small.config, big_config)
     source, target = adapter.dims(small.config), adapter.dims(big_config)
     check_growable(source, target)

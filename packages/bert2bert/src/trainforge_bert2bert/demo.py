@@ -41,7 +41,7 @@ class _Setup:
     lr: float
 
 
-_QUICK = _Setup((2, 32, 2, 128), 80, 40, 16, 32, 20, 2, 2e-3)
+_QUICK = _Setup((2, 32, 2, 128), 60, 30, 8, 32, 10, 2, 3e-3)
 _FULL = _Setup((3, 64, 4, 256), 600, 600, 16, 64, 50, 8, 1e-3)
 
 _MASK_RATE = 0.15  # BERT (Devlin et al. 2019) masking, as in the paper's pre-training

@@ -207,30 +207,34 @@ def _grow(
         log.info("bert2bert: untying the LM head from the embedding (its in-dim is split)")
     src = model.state_dict()
     index = _Indexer(plan, next(model.parameters()).device)
-    cache: dict[str, torch.Tensor] = {}
 
     def expanded(name: str) -> torch.Tensor:
-        if name not in cache:
-            role = adapter.role(name, tied)
-            layer = adapter.layer_of(name)
-            if method == "aki" and layer is not None and layer + 1 < source.layers:
-                nxt = src[_swap_layer(name, adapter, layer + 1)]
-                cache[name] = aki_tensor(src[name], nxt, role, index)
-            else:  # FPI, and AKI's top layer (zxhcelestes/bert2BERT loader.py set_encoder)
-                cache[name] = fpi_tensor(src[name], role, index)
-        return cache[name]
+        # Recomputed for every target tensor (no cache): peak memory stays near the
+        # target's size plus one tensor, even when depth growth reuses a source layer.
+        role = adapter.role(name, tied)
+        layer = adapter.layer_of(name)
+        if method == "aki" and layer is not None and layer + 1 < source.layers:
+            nxt = src[_swap_layer(name, adapter, layer + 1)]
+            return aki_tensor(src[name], nxt, role, index)
+        # FPI, and AKI's top layer (zxhcelestes/bert2BERT loader.py set_encoder)
+        return fpi_tensor(src[name], role, index)
 
     with torch.no_grad():
         new = _empty_model(model, target_config, adapter, layer_map)
-        state = {}
-        for name in new.state_dict():
+        targets = new.state_dict(keep_vars=True)
+        for name, tensor in targets.items():
             layer = adapter.layer_of(name)
             src_name = name if layer is None else _swap_layer(name, adapter, layer_map[layer])
             if src_name not in src:
                 raise ValueError(f"parameter {name!r} of the target has no source counterpart")
-            state[name] = expanded(src_name)
-        new.load_state_dict(state, strict=True)
-    cache.clear()
+            value = expanded(src_name)
+            if value.shape != tensor.shape:
+                raise ValueError(
+                    f"{name}: expanded shape {tuple(value.shape)} does not match the target "
+                    f"model's {tuple(tensor.shape)}; the config and the plan disagree"
+                )
+            tensor.data.copy_(value)
+            del value
     new.train(model.training)
     report = GrowthReport(
         method=method,
@@ -240,7 +244,7 @@ def _grow(
         tied_lm_head=tied,
         parameters_before=count_parameters(model),
         parameters_after=count_parameters(new),
-        tensors=len(state),
+        tensors=len(targets),
     )
     if tied and target.hidden > source.hidden:
         report.notes.append(

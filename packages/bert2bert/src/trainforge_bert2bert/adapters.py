@@ -27,6 +27,9 @@ from trainforge_bert2bert.plan import Dims
 
 @dataclass(frozen=True)
 class Role:
+    """How one parameter grows: its storage layout and which expanded dimension (hidden,
+    heads, FFN, ...) each of its axes runs along."""
+
     layout: str  # linear | conv1d | embedding | vector
     out: str | None  # dimension kind of the output axis (None: unchanged, e.g. vocab)
     inp: str | None = None  # dimension kind of the input axis
@@ -212,6 +215,7 @@ ADAPTERS: dict[str, ArchAdapter] = {
     "GPT2LMHeadModel": GPT2,
     "LlamaForCausalLM": LLAMA,
 }
+"""The supported architectures: transformers class name to its parameter-role adapter."""
 _BY_MODEL_TYPE = {a.name: a for a in ADAPTERS.values()}
 
 

@@ -145,6 +145,10 @@ def sample_negatives(
 ) -> Tensor:
     """One uniform negative item per user in ``users``, not interacted with in ``pairs``
     (the reference's rejection sampling, data_handler.py ``TrnData.neg_sampling``)."""
+    if not isinstance(num_items, int) or num_items < 1:
+        raise ValueError(f"num_items must be a positive int, got {num_items!r}")
+    if pairs.numel() and int(pairs[1].max()) >= num_items:
+        raise ValueError(f"pairs has item ids >= num_items={num_items}")
     keys = torch.sort(pair_keys(pairs, num_items)).values
     negs = torch.randint(num_items, users.shape, generator=generator)
     for _ in range(100):

@@ -326,6 +326,10 @@ def sample_non_edges(
     pairs: Tensor, num_users: int, num_items: int, num: int, seed: int = 0
 ) -> Tensor:
     """``num`` random (user, item) pairs that are not in ``pairs`` (score monitors)."""
+    _check_counts(num_users, num_items)
+    pairs = check_pairs(pairs, num_users, num_items)
+    if not isinstance(num, int) or num < 1 or num > (num_users * num_items - pairs.size(1)):
+        raise ValueError(f"num must be a positive int no larger than the non-edges, got {num!r}")
     gen = torch.Generator().manual_seed(seed)
     keys = pair_keys(pairs, num_items)
     out = torch.empty(2, 0, dtype=torch.long)

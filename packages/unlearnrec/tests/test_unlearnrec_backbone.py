@@ -37,6 +37,12 @@ def test_pyg_lightgcn_equals_dense_reference(tiny_graph):
         torch.testing.assert_close(dense(ei).detach().double(), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_mean_adapter_equals_pyg_get_embedding(tiny_graph):
+    pyg = lightgcn(tiny_graph.num_nodes, 6, 3, agg="mean", seed=2)
+    ei = tiny_graph.edge_index()
+    torch.testing.assert_close(pyg(ei), pyg.model.get_embedding(ei), atol=1e-6, rtol=1e-5)
+
+
 def test_sum_is_mean_times_layers_plus_one(tiny_graph):
     pyg = lightgcn(tiny_graph.num_nodes, 4, 3, agg="sum", seed=0)
     mean = PyGLightGCNAdapter(pyg.model, agg="mean")

@@ -17,6 +17,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.models import LightGCN
 
 from trainforge_unlearnrec.graph import (
@@ -70,18 +71,35 @@ class PyGLightGCNAdapter(nn.Module):
         self.model = model
         self.agg = _check_agg(agg)
         self.num_nodes = int(model.num_nodes)
+        self._cache: tuple[Tensor, Tensor] | None = None
 
     def init_embeddings(self) -> Tensor:
         return self.model.embedding.weight
 
+    def adjacency(self, edge_index: Tensor) -> Tensor:
+        """``D^-1/2 A D^-1/2`` as a sparse COO matrix (rows = targets), normalized with
+        LGConv's own ``gcn_norm`` call and cached for the last ``edge_index`` object seen
+        (LGConv re-normalizes, a scatter over all edges, at every layer of every step)."""
+        if self._cache is None or self._cache[0] is not edge_index:
+            ei, w = gcn_norm(edge_index, None, self.num_nodes, add_self_loops=False)
+            adj = torch.sparse_coo_tensor(
+                ei.flip(0), w, (self.num_nodes, self.num_nodes), check_invariants=False
+            )
+            self._cache = (edge_index, adj.coalesce())
+        return self._cache[1]
+
     def propagate(self, x0: Tensor, edge_index: Tensor) -> Tensor:
         if x0.dim() != 2 or x0.size(0) != self.num_nodes:
             raise ValueError(f"x0 must have shape ({self.num_nodes}, d), got {tuple(x0.shape)}")
+        adj_t = self.adjacency(edge_index).to(x0.dtype)
         alpha = self.model.alpha if self.agg == "mean" else None
         x = x0
         out = x0 if alpha is None else x0 * alpha[0]
-        for i, conv in enumerate(self.model.convs):
-            x = conv(x, edge_index)  # LGConv: D^-1/2 A D^-1/2 x, no self loops
+        for i in range(len(self.model.convs)):
+            # what LGConv computes (sum aggregation of gcn_norm-weighted neighbours), as one
+            # COO SpMM: PyG's spmm path for a sparse adj_t converts formats on every call
+            # and measured several times slower on CPU
+            x = torch.sparse.mm(adj_t, x)
             out = out + (x if alpha is None else x * alpha[i + 1])
         return out
 

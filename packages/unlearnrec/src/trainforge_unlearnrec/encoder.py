@@ -49,9 +49,10 @@ def drop_sparse_entries(
         return adj
     idx, val = adj.indices(), adj.values()
     mask = torch.rand(val.shape, generator=generator) < keep_rate
+    # a subset of a coalesced matrix's entries is still coalesced: skip the re-sort
     return torch.sparse_coo_tensor(
-        idx[:, mask], val[mask] / keep_rate, adj.shape, check_invariants=False
-    ).coalesce()
+        idx[:, mask], val[mask] / keep_rate, adj.shape, check_invariants=False, is_coalesced=True
+    )
 
 
 class FeedForwardLayer(nn.Module):
@@ -107,6 +108,8 @@ class InfluenceEncoder(nn.Module):
         self.extra_layers = extra_layers
         self.include_self = include_self
         self.edge_embeds = nn.Parameter(torch.zeros(num_nodes, dim))  # H0
+        # normalized request adjacency, cached for the last drop_edge_index object seen
+        self._adj_cache: tuple[Tensor, Tensor] | None = None
         self.withdraw_rate = nn.Parameter(torch.full((num_nodes, 1), float(withdraw_init)))
         self.mlp = nn.Sequential(
             *[FeedForwardLayer(dim, negative_slope, mlp_trainable) for _ in range(mlp_layers)]
@@ -129,7 +132,12 @@ class InfluenceEncoder(nn.Module):
                 f"final_emb must have shape ({self.num_nodes}, {self.dim}), got "
                 f"{tuple(final_emb.shape)}"
             )
-        adj = normalized_adjacency(drop_edge_index, self.num_nodes).to(final_emb.dtype)
+        if self._adj_cache is None or self._adj_cache[0] is not drop_edge_index:
+            self._adj_cache = (
+                drop_edge_index,
+                normalized_adjacency(drop_edge_index, self.num_nodes),
+            )
+        adj = self._adj_cache[1].to(final_emb.dtype)
         lats = [self.edge_embeds]
         clean: list[Tensor] = []
         noisy: list[Tensor] = []

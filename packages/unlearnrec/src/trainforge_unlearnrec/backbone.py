@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.models import LightGCN
 
+from trainforge_unlearnrec._sparse import symmetric_spmm
 from trainforge_unlearnrec.graph import (
     bipartite_edge_index,
     check_no_isolated,
@@ -99,7 +100,7 @@ class PyGLightGCNAdapter(nn.Module):
             # what LGConv computes (sum aggregation of gcn_norm-weighted neighbours), as one
             # COO SpMM: PyG's spmm path for a sparse adj_t converts formats on every call
             # and measured several times slower on CPU
-            x = torch.sparse.mm(adj_t, x)
+            x = symmetric_spmm(adj_t, x)
             out = out + (x if alpha is None else x * alpha[i + 1])
         return out
 

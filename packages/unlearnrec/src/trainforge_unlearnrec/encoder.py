@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
+from trainforge_unlearnrec._sparse import symmetric_spmm
 from trainforge_unlearnrec.backbone import BaseRecAdapter
 
 
@@ -142,7 +143,7 @@ class InfluenceEncoder(nn.Module):
         clean: list[Tensor] = []
         noisy: list[Tensor] = []
         for _ in range(self.num_layers):
-            nxt = torch.sparse.mm(adj, lats[-1])
+            nxt = symmetric_spmm(adj, lats[-1])
             if ssl_keep is not None:
                 noisy.append(
                     torch.sparse.mm(drop_sparse_entries(adj, ssl_keep, generator), lats[-1])
@@ -155,10 +156,10 @@ class InfluenceEncoder(nn.Module):
                 raise ValueError("extra_layers > 0 needs remain_edge_index")
             remain = normalized_adjacency(remain_edge_index, self.num_nodes).to(h.dtype)
             for _ in range(self.extra_layers):
-                h = torch.sparse.mm(remain, h)
+                h = symmetric_spmm(remain, h)
         w = final_emb.detach() * self.withdraw_rate
         for _ in range(self.num_layers):
-            w = torch.sparse.mm(adj, w)
+            w = symmetric_spmm(adj, w)
         delta = self.mlp(h - self.withdraw_scale * w)
         return delta, clean, noisy
 

@@ -66,7 +66,7 @@ class _Setup:
     ft_steps: int
 
 
-_QUICK = _Setup(100, 16, 10, 4096, 2e-2, 0.02, 6, 2, 2, 1, 2)
+_QUICK = _Setup(60, 16, 8, 4096, 3e-2, 0.02, 4, 2, 2, 1, 2)
 _FULL = _Setup(None, 64, 60, 2048, 5e-3, 0.02, 40, 10, 5, 3, 10)
 
 
@@ -90,7 +90,7 @@ def _subset(graph: RecGraph, max_users: int) -> RecGraph:
 def _data(s: _Setup, seed: int) -> tuple[RecGraph, bool]:
     if importlib.util.find_spec("recbole") is None:
         log.warning("recbole is not installed: the demo runs on synthetic data")
-        n = 200 if s.max_users else 600
+        n = 120 if s.max_users else 600
         return planted_communities(n, 2 * n, 8, 20, seed=seed), False
     g = load_movielens_100k(seed=seed)
     return (_subset(g, s.max_users) if s.max_users else g), True

@@ -318,10 +318,10 @@ def unlearn(
 ) -> UnlearnResult:
     """Unlearn ``request`` (a (2, M) tensor of (user, item) edges of ``train_pairs``).
 
-    With ``config.epochs == 0`` semantics replaced by :func:`zero_shot`; here the encoder's
-    MLP and a trainable copy of ``E0`` are fine-tuned with ``L_BPR + 0.2 L_u + 0.01 L_p``
-    (tau 10, no SSL) while ``H0`` and ``eta`` stay frozen (fineTune.py). The best-gap model
-    over the epochs is kept.
+    The encoder's MLP and a trainable copy of ``E0`` are fine-tuned with
+    ``L_BPR + 0.2 L_u + 0.01 L_p`` (tau 10, no SSL) while ``H0`` and ``eta`` stay frozen
+    (fineTune.py); the best-gap model over the epochs is kept. For no training at all,
+    use :func:`zero_shot`.
     """
     cfg = config or FinetuneConfig()
     if not isinstance(model, UnlearnRecModel):

@@ -66,22 +66,22 @@ def main() -> None:
             with torch.no_grad():
                 base.propagate(base.init_embeddings(), g.edge_index(remain))
 
-        t_rm = median_time(removal, repeats=args.repeats, warmup=1).median_s
+        t_rm = median_time(removal, repeats=args.repeats, warmup=1).median
         t_zs = median_time(
             lambda r=request: zero_shot(model, g.train, r), repeats=args.repeats, warmup=1
-        ).median_s
+        ).median
         ft_cfg = FinetuneConfig(epochs=1, steps_per_epoch=10, batch_size=1024, num_negatives=512)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         t_ft = median_time(
             lambda r=request, c=ft_cfg: unlearn(model, g.train, r, c), repeats=1, warmup=0
-        ).median_s
+        ).median
         model.load_state_dict(state)
 
         def retrain2(remain=remain):
             bb = lightgcn(g.num_nodes, args.dim, 3, seed=1)
             train_lightgcn(bb, remain, nu, ni, epochs=2, batch_size=2048, lr=5e-3)
 
-        t_rt = median_time(retrain2, repeats=1, warmup=0).median_s * args.retrain_epochs / 2
+        t_rt = median_time(retrain2, repeats=1, warmup=0).median * args.retrain_epochs / 2
         print(
             f"| {size} | {t_rm:.3f} | {t_zs:.3f} | {t_ft:.2f} | {t_rt:.1f} | "
             f"{t_rt / t_zs:.0f}x | {t_rt / t_ft:.1f}x |"
@@ -98,7 +98,7 @@ def main() -> None:
             lambda bb=bb: train_lightgcn(bb, g.train, nu, ni, epochs=1, batch_size=2048),
             repeats=args.repeats,
             warmup=1,
-        ).median_s
+        ).median
         print(f"| {name} | {1.0 / t:.3f} |")
 
 

@@ -1,0 +1,226 @@
+"""`trainforge demo unlearnrec`: unlearn fake interactions from a LightGCN on MovieLens-100K.
+
+A LightGCN (PyG, sum over layers as the reference) is trained on ML-100K plus random fake
+interactions. The fakes are then unlearned four ways: full retraining without them (the
+gold standard), plain edge removal (the frozen model propagated over the remaining graph),
+the pre-trained Influence Encoder zero-shot, and the encoder fine-tuned on the request.
+The encoder is pre-trained beforehand on random simulated requests (not on the fakes);
+its cost is reported apart, as the paper amortises it over all future requests.
+
+Without recbole installed, the demo runs on a synthetic planted-community graph instead
+and says so in its report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trainforge_core.report import DemoReport
+from trainforge_core.technique import Technique
+from trainforge_unlearnrec.backbone import lightgcn, train_lightgcn
+from trainforge_unlearnrec.encoder import InfluenceEncoder, UnlearnRecModel
+from trainforge_unlearnrec.graph import (
+    RecGraph,
+    inject_random_edges,
+    load_movielens_100k,
+    planted_communities,
+    sample_non_edges,
+    split_request,
+)
+from trainforge_unlearnrec.metrics import edge_scores, ndcg_at_k, recall_at_k
+from trainforge_unlearnrec.training import (
+    FinetuneConfig,
+    PretrainConfig,
+    pretrain,
+    unlearn,
+    zero_shot,
+)
+
+log = logging.getLogger(__name__)
+
+CLAIM = (
+    "A pre-trained Influence Encoder turns an unlearning request into updated embeddings "
+    "with little fine-tuning, more than 10x faster than retraining, with comparable "
+    "recommendation quality and strong unlearning."
+)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    max_users: int | None  # ML-100K subset for the quick run
+    dim: int
+    base_epochs: int
+    batch: int
+    base_lr: float
+    fake_share: float
+    pre_epochs: int
+    pre_steps: int
+    resample_every: int
+    ft_epochs: int
+    ft_steps: int
+
+
+_QUICK = _Setup(60, 16, 8, 4096, 3e-2, 0.02, 4, 2, 2, 1, 2)
+_FULL = _Setup(None, 64, 60, 2048, 5e-3, 0.02, 40, 10, 5, 3, 10)
+
+
+def _subset(graph: RecGraph, max_users: int) -> RecGraph:
+    keep_tr = graph.train[0] < max_users
+    keep_te = graph.test[0] < max_users
+    train, test = graph.train[:, keep_tr], graph.test[:, keep_te]
+    items, inv = torch.unique(train[1], return_inverse=True)
+    remap = torch.full((graph.num_items,), -1, dtype=torch.long)
+    remap[items] = torch.arange(items.numel())
+    test = test[:, remap[test[1]] >= 0]
+    return RecGraph(
+        max_users,
+        items.numel(),
+        torch.stack([train[0], inv]),
+        torch.stack([test[0], remap[test[1]]]),
+        name=f"{graph.name} (first {max_users} users)",
+    )
+
+
+def _data(s: _Setup, seed: int) -> tuple[RecGraph, bool]:
+    if importlib.util.find_spec("recbole") is None:
+        log.warning("recbole is not installed: the demo runs on synthetic data")
+        n = 120 if s.max_users else 600
+        return planted_communities(n, 2 * n, 8, 20, seed=seed), False
+    g = load_movielens_100k(seed=seed)
+    return (_subset(g, s.max_users) if s.max_users else g), True
+
+
+def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
+    s = _QUICK if quick else _FULL
+    torch.manual_seed(seed)
+    clean, real = _data(s, seed)
+    n_fake = max(10, int(s.fake_share * clean.train.size(1)))
+    graph, fake = inject_random_edges(clean, n_fake, seed=seed)
+    nu, ni = graph.num_users, graph.num_items
+    remain, _ = split_request(graph.train, fake, nu, ni)
+    negatives = sample_non_edges(graph.train, nu, ni, 4096, seed=seed)
+
+    def measure(user, item) -> dict[str, float]:
+        return {
+            "forgotten": float(edge_scores(user, item, fake).mean()),
+            "negatives": float(edge_scores(user, item, negatives).mean()),
+            "recall": recall_at_k(user, item, remain, graph.test, 20),
+            "ndcg": ndcg_at_k(user, item, remain, graph.test, 20),
+        }
+
+    def train_base(pairs: torch.Tensor, seed_: int):
+        bb = lightgcn(graph.num_nodes, s.dim, 3, seed=seed_)
+        res = train_lightgcn(
+            bb, pairs, nu, ni, epochs=s.base_epochs, batch_size=s.batch, lr=s.base_lr, seed=seed_
+        )
+        return bb, res
+
+    base, base_log = train_base(graph.train, seed)
+    results: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        emb = base(graph.edge_index())
+        results["original"] = {**measure(emb[:nu], emb[nu:]), "seconds": base_log.seconds}
+    # 1. retraining without the fakes, same recipe (gold standard)
+    retrained, rt_log = train_base(remain, seed)
+    with torch.no_grad():
+        emb = retrained(graph.edge_index(remain))
+    results["retrain"] = {**measure(emb[:nu], emb[nu:]), "seconds": rt_log.seconds}
+    # 2. plain edge removal: the trained model propagated over the remaining graph
+    start = time.perf_counter()
+    with torch.no_grad():
+        emb = base.propagate(base.init_embeddings(), graph.edge_index(remain))
+    results["edge removal"] = {
+        **measure(emb[:nu], emb[nu:]),
+        "seconds": time.perf_counter() - start,
+    }
+    # 3. pre-train the encoder on random simulated requests, then apply it zero-shot
+    model = UnlearnRecModel(
+        base, InfluenceEncoder(graph.num_nodes, s.dim, 3), nu, ni, graph.edge_index()
+    )
+    pre_cfg = PretrainConfig(
+        epochs=s.pre_epochs,
+        steps_per_epoch=s.pre_steps,
+        batch_size=1024,
+        resample_every=s.resample_every,
+        seed=seed,
+    )
+    pre_log = pretrain(model, graph.train, pre_cfg)
+    zs = zero_shot(model, graph.train, fake)
+    results["UnlearnRec zero-shot"] = {**measure(zs.user_emb, zs.item_emb), "seconds": zs.seconds}
+    # 4. fine-tune on the real request
+    ft_cfg = FinetuneConfig(
+        epochs=s.ft_epochs, steps_per_epoch=s.ft_steps, batch_size=1024, seed=seed
+    )
+    ft = unlearn(model, graph.train, fake, ft_cfg)
+    results["UnlearnRec fine-tuned"] = {**measure(ft.user_emb, ft.item_emb), "seconds": ft.seconds}
+
+    report = DemoReport(
+        slug="unlearnrec",
+        claim=CLAIM,
+        baseline_name="retrain (gold)",
+        technique_name="method in the row",
+    )
+    gold = results["retrain"]
+    for method in ("original", "edge removal", "UnlearnRec zero-shot", "UnlearnRec fine-tuned"):
+        r = results[method]
+        report.add(f"{method}: forgotten-edge score", gold["forgotten"], r["forgotten"], "dot")
+        report.add(f"{method}: Recall@20", gold["recall"], r["recall"], better="higher")
+        report.add(f"{method}: NDCG@20", gold["ndcg"], r["ndcg"], better="higher")
+        if method != "original":
+            report.add(f"{method}: unlearning time", gold["seconds"], r["seconds"], "s")
+    methods = list(results)
+    xs = list(range(len(methods)))
+    for key, panel in (
+        ("forgotten", "forgotten-edge score"),
+        ("negatives", "forgotten-edge score"),
+        ("recall", "Recall@20 / NDCG@20"),
+        ("ndcg", "Recall@20 / NDCG@20"),
+    ):
+        report.add_curve(key, xs, [results[m][key] for m in methods], panel, " | ".join(methods))
+    report.add_curve(
+        "gap on held-out random request",
+        [i * s.resample_every for i in range(len(pre_log.gaps))],
+        pre_log.gaps,
+        "encoder pre-training",
+        "epoch (checked every resample)",
+    )
+    speed_zs = gold["seconds"] / max(results["UnlearnRec zero-shot"]["seconds"], 1e-9)
+    speed_ft = gold["seconds"] / max(results["UnlearnRec fine-tuned"]["seconds"], 1e-9)
+    data_note = (
+        f"{graph.name}: {nu} users, {ni} items, {clean.train.size(1)} train / "
+        f"{graph.test.size(1)} test interactions (per-user 80/20 split, seed {seed}); "
+        f"{n_fake} random fake interactions injected into train and then unlearned."
+    )
+    if not real:
+        data_note = (
+            "SYNTHETIC DATA: recbole is not installed (`pip install "
+            "trainforge-unlearnrec[ml100k]` for MovieLens-100K). " + data_note
+        )
+    report.notes += [
+        data_note,
+        f"LightGCN (torch_geometric LightGCN, sum over 3 layers as the reference), dim "
+        f"{s.dim}, Adam lr {s.base_lr:g} for {s.base_epochs} epochs of batch {s.batch}: "
+        "a shorter, faster schedule than the reference's 200 epochs at lr 1e-3.",
+        "Encoder pre-training (not counted as unlearning time, done once before any "
+        f"request): {s.pre_epochs} epochs x {s.pre_steps} steps on random 20% edge drops, "
+        f"resampled every {s.resample_every} epochs, weights (1, 0.005, 1e-3) as "
+        f"unlearn_lightgcn_on_gowalla.sh; took {pre_log.seconds:.1f}s. Fine-tuning: "
+        f"{s.ft_epochs} epoch(s) x {s.ft_steps} steps, weights (0.2, 0.01), tau 10.",
+        f"Speed-up over retraining: zero-shot {speed_zs:.0f}x, fine-tuned {speed_ft:.1f}x "
+        "(wall time on a shared CPU; noisy).",
+        "Forgotten-edge score: mean dot product of the fake edges (lower = more forgotten; "
+        f"random non-edges score {gold['negatives']:.2f} after retraining). Recall/NDCG@20: "
+        "full ranking over all items, remaining train items masked.",
+        f"One seed ({seed}).",
+    ]
+    report.details.update(results=results, pretrain_gaps=pre_log.gaps, finetune_gaps=ft.gaps)
+    return report
+
+
+TECHNIQUE = Technique.from_package("trainforge_unlearnrec", run_demo)

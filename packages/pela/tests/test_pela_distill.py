@@ -160,8 +160,13 @@ def test_presets_follow_the_reference_scripts(vit):
 def test_transformers_encoder_blocks_are_found_and_distilled():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-        intermediate_size=64, num_labels=2, max_position_embeddings=32,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+        max_position_embeddings=32,
     )
     torch.manual_seed(0)
     teacher = transformers.BertForSequenceClassification(cfg).eval()

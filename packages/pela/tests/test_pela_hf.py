@@ -29,8 +29,13 @@ def test_trainer_steps_the_student_with_the_pela_loss(tmp_path):
     from trainforge_pela.hf import PELATrainer
 
     cfg = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, num_labels=2, max_position_embeddings=32,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+        max_position_embeddings=32,
     )
     torch.manual_seed(0)
     teacher = transformers.BertForSequenceClassification(cfg).eval()
@@ -38,11 +43,20 @@ def test_trainer_steps_the_student_with_the_pela_loss(tmp_path):
     before = {n: p.detach().clone() for n, p in student.named_parameters()}
     t_before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
-        learning_rate=1e-3, report_to=[], use_cpu=True, logging_steps=1, save_strategy="no",
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
     )
     trainer = PELATrainer(
-        model=student, args=args, train_dataset=_Pairs(), teacher=teacher,
+        model=student,
+        args=args,
+        train_dataset=_Pairs(),
+        teacher=teacher,
         pela_kwargs={"alpha": 1.0, "lam": 1.0},
     )
     trainer.train()

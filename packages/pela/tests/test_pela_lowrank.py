@@ -52,7 +52,7 @@ def test_full_rank_reconstructs_the_weight():
     assert (b @ a - w32).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("rank", [1, 5, 17])
+@pytest.mark.parametrize("rank", [1, 5, 14])
 def test_initial_error_is_the_eckart_young_sum(rank):
     torch.manual_seed(rank)
     lin = nn.Linear(40, 24).double()
@@ -96,7 +96,9 @@ def test_vit_layer_filter_and_report(vit):
     before = sum(p.numel() for p in vit.parameters())
     report = apply_pela(vit, 2.0)
     names = {c.name for c in report.layers}
-    expected = {f"blocks.{i}.{s}" for i in range(4) for s in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+    expected = {
+        f"blocks.{i}.{s}" for i in range(4) for s in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+    }
     assert names == expected
     assert "head" in report.skipped
     assert type(vit.head) is nn.Linear
@@ -182,23 +184,38 @@ def test_timm_swin_is_compressed_with_its_filter():
 
     torch.manual_seed(0)
     swin = SwinTransformer(
-        img_size=32, patch_size=4, in_chans=1, num_classes=10, embed_dim=16,
-        depths=(1, 1), num_heads=(2, 2), window_size=4,
+        img_size=32,
+        patch_size=4,
+        in_chans=1,
+        num_classes=10,
+        embed_dim=16,
+        depths=(1, 1),
+        num_heads=(2, 2),
+        window_size=4,
     ).eval()
     x = torch.randn(2, 1, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        report = apply_pela(swin, 1.5, skip=("norm", "head", "patch_embed", "downsample", "attn.proj"))
+        report = apply_pela(
+            swin, 1.5, skip=("norm", "head", "patch_embed", "downsample", "attn.proj")
+        )
     names = {c.name for c in report.layers}
-    assert names == {f"layers.{i}.blocks.0.{s}" for i in range(2) for s in ("attn.qkv", "mlp.fc1", "mlp.fc2")}
+    assert names == {
+        f"layers.{i}.blocks.0.{s}" for i in range(2) for s in ("attn.qkv", "mlp.fc1", "mlp.fc2")
+    }
     assert swin(x).shape == (2, 10)
 
 
 def test_transformers_bert_encoder_is_compressed(tmp_path):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, num_labels=3, max_position_embeddings=32,
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+        max_position_embeddings=32,
     )
     torch.manual_seed(0)
     bert = transformers.BertForSequenceClassification(cfg).eval()

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from trainforge_pela import PELALoss, apply_pela, pela_pretrain
-from trainforge_pela.demo import _batches, _evaluate, _train_teacher
 from trainforge_pela.data import digits, tiny_vit
+from trainforge_pela.demo import _batches, _evaluate, _train_teacher
 
 SEEDS = (0, 1)
 RECOVER_STEPS = 200
@@ -22,8 +22,8 @@ def trained():
     out = {}
     for seed in SEEDS:
         x_tr, y_tr, x_te, y_te = digits(seed=seed)
-        teacher = tiny_vit(seed=seed)
-        _train_teacher(teacher, _batches(x_tr, y_tr, 400, 64, seed), 400, 3e-3)
+        teacher = tiny_vit(patch_size=4, seed=seed)
+        _train_teacher(teacher, _batches(x_tr, y_tr, 300, 32, seed), 300, 3e-3)
         teacher.eval()
         acc, _, logits = _evaluate(teacher, x_te, y_te, None)
         out[seed] = (teacher, acc, logits, x_tr, y_tr, x_te, y_te)
@@ -36,8 +36,9 @@ def _recover(teacher, data, alpha, seed, steps=RECOVER_STEPS):
     apply_pela(student, 3.0)
     svd_acc, svd_mse, _ = _evaluate(student, x_te, y_te, t_logits)
     with PELALoss(teacher, student, alpha=alpha, beta=0.0, lam=0.0) as loss_fn:
-        pela_pretrain(loss_fn, _batches(x_tr, y_tr, steps, 64, seed + 1), steps, lr=1e-3,
-                      warmup_steps=10)
+        pela_pretrain(
+            loss_fn, _batches(x_tr, y_tr, steps, 32, seed + 1), steps, lr=1e-3, warmup_steps=10
+        )
     acc, mse, _ = _evaluate(student, x_te, y_te, t_logits)
     return svd_acc, svd_mse, acc, mse
 
@@ -55,8 +56,8 @@ def test_distillation_recovers_the_compressed_vit(trained):
 def test_feature_distillation_beats_none(trained):
     for seed in SEEDS:
         teacher = trained[seed][0]
-        *_, acc_fd, mse_fd = _recover(teacher, trained[seed], 1.0, seed)
-        *_, acc_ce, mse_ce = _recover(teacher, trained[seed], 0.0, seed)
+        *_, _acc_fd, mse_fd = _recover(teacher, trained[seed], 1.0, seed)
+        *_, _acc_ce, mse_ce = _recover(teacher, trained[seed], 0.0, seed)
         assert mse_fd < mse_ce, (seed, mse_fd, mse_ce)
 
 
@@ -67,8 +68,15 @@ def test_pretrain_loop_records_every_part_and_moves_the_student(vit, images):
     y = torch.tensor([0, 1, 2, 3])
     seen = []
     with PELALoss(vit, student, lam=1.0) as loss_fn:
-        res = pela_pretrain(loss_fn, [(images, y), images], 4, lr=1e-3, warmup_steps=2,
-                            grad_clip=1.0, on_step=lambda i, parts: seen.append(i))
+        res = pela_pretrain(
+            loss_fn,
+            [(images, y), images],
+            4,
+            lr=1e-3,
+            warmup_steps=2,
+            grad_clip=1.0,
+            on_step=lambda i, parts: seen.append(i),
+        )
     assert res.steps == 4 and seen == [0, 1, 2, 3]
     assert set(res.history) == {"total", "task", "fd", "logit", "wpr", "lr"}
     assert res.history["task"][1] == 0.0  # the unlabelled batch: pure distillation

@@ -90,7 +90,13 @@ PRESETS: dict[str, PELAConfig] = {
         ratio=1.5, skip=(*DEFAULT_SKIP, "attn.proj"), alpha=1.0, beta=0.0, lam=1.0, eps=0.0
     ),
     "albef": PELAConfig(
-        ratio=3.0, skip=("cls", "_proj"), alpha=0.1, beta=0.0, lam=1.0, eps=1e-3, lr=1e-4,
+        ratio=3.0,
+        skip=("cls", "_proj"),
+        alpha=0.1,
+        beta=0.0,
+        lam=1.0,
+        eps=1e-3,
+        lr=1e-4,
         weight_decay=0.02,
     ),
 }
@@ -140,7 +146,9 @@ def find_blocks(model: nn.Module, block_pattern: str | None = None) -> list[tupl
     )
 
 
-def weight_pairs(teacher: nn.Module, student: nn.Module) -> list[tuple[str, torch.Tensor, LowRankLinear]]:
+def weight_pairs(
+    teacher: nn.Module, student: nn.Module
+) -> list[tuple[str, torch.Tensor, LowRankLinear]]:
     """``(name, W_teacher, student layer)`` for every compressed layer of the student whose
     name is an ``nn.Linear`` of the teacher with the same shape."""
     t_modules = dict(teacher.named_modules())
@@ -185,7 +193,9 @@ class PELAOutput:
 
     def parts(self) -> dict[str, float]:
         """The parts as floats (for logging)."""
-        return {k: float(getattr(self, k).detach()) for k in ("total", "task", "fd", "logit", "wpr")}
+        return {
+            k: float(getattr(self, k).detach()) for k in ("total", "task", "fd", "logit", "wpr")
+        }
 
 
 def _first_tensor(value: Any) -> torch.Tensor:
@@ -197,7 +207,9 @@ def _first_tensor(value: Any) -> torch.Tensor:
         v = getattr(value, attr, None)
         if isinstance(v, torch.Tensor):
             return v
-    raise TypeError(f"cannot find the output tensor in a block output of type {type(value).__name__}")
+    raise TypeError(
+        f"cannot find the output tensor in a block output of type {type(value).__name__}"
+    )
 
 
 def call_model(model: nn.Module, inputs: Any) -> torch.Tensor:
@@ -221,9 +233,7 @@ class _Recorder:
     def __init__(self, blocks: list[tuple[str, nn.Module]]) -> None:
         self.active = False
         self.features: list[torch.Tensor | None] = [None] * len(blocks)
-        self.handles = [
-            m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(blocks)
-        ]
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(blocks)]
 
     def _hook(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -290,7 +300,10 @@ class PELALoss:
         self.student = student
         self.block_names = [n for n, _ in s_blocks]
         self.alpha, self.beta, self.lam, self.eps = (
-            float(alpha), float(beta), float(lam), float(eps)
+            float(alpha),
+            float(beta),
+            float(lam),
+            float(eps),
         )
         self.task_loss: TaskLoss = task_loss or F.cross_entropy
         self._t_rec = _Recorder(t_blocks)

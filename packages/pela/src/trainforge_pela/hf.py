@@ -32,8 +32,13 @@ class PELATrainer(Trainer):
     the Trainer's logs.
     """
 
-    def __init__(self, *args: Any, teacher: nn.Module, pela_kwargs: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        teacher: nn.Module,
+        pela_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
         if pela_kwargs is not None and not isinstance(pela_kwargs, dict):

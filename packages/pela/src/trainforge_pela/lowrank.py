@@ -58,7 +58,7 @@ class LowRankLinear(nn.Sequential):
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(rank, int) or not 1 <= rank:
+        if not isinstance(rank, int) or not rank >= 1:
             raise ValueError(f"rank must be an int >= 1, got {rank!r}")
         super().__init__(
             nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype),
@@ -104,7 +104,7 @@ def rank_for_ratio(m: int, n: int, ratio: float) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     _check_ratio(ratio)
-    return int(math.floor(m * n / (ratio * (m + n))))
+    return math.floor(m * n / (ratio * (m + n)))
 
 
 def low_rank_factors(
@@ -125,7 +125,9 @@ def low_rank_factors(
         raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
     m, n = weight.shape
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
-        raise ValueError(f"rank must be an int in [1, {min(m, n)}] for a {m}x{n} weight, got {rank!r}")
+        raise ValueError(
+            f"rank must be an int in [1, {min(m, n)}] for a {m}x{n} weight, got {rank!r}"
+        )
     if svd_dtype is None:
         svd_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
     w = weight.detach().to(svd_dtype)
@@ -258,8 +260,13 @@ def apply_pela(
             continue
         rank = rank_for_ratio(module.out_features, module.in_features, ratio)
         if rank < 1:
-            logger.warning("PELA: %s (%dx%d) would get rank 0 at ratio %g; kept", name,
-                           module.out_features, module.in_features, ratio)
+            logger.warning(
+                "PELA: %s (%dx%d) would get rank 0 at ratio %g; kept",
+                name,
+                module.out_features,
+                module.in_features,
+                ratio,
+            )
             report.skipped.append(name)
             continue
         targets.append((name, module, rank))
@@ -351,8 +358,8 @@ def merge_low_rank(model: nn.Module) -> list[str]:
         setattr(model.get_submodule(parent) if parent else model, child, merged)
     if not layers:
         warnings.warn(
-            "merge_low_rank: the model has no LowRankLinear; unchanged", NoEffectWarning,
+            "merge_low_rank: the model has no LowRankLinear; unchanged",
+            NoEffectWarning,
             stacklevel=2,
         )
     return list(layers)
-

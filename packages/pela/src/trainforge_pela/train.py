@@ -97,8 +97,12 @@ def pela_pretrain(
         raise TypeError(f"loss_fn must be a PELALoss, got {type(loss_fn).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    for name, v in (("lr", lr), ("weight_decay", weight_decay), ("warmup_lr", warmup_lr),
-                    ("min_lr", min_lr)):
+    for name, v in (
+        ("lr", lr),
+        ("weight_decay", weight_decay),
+        ("warmup_lr", warmup_lr),
+        ("min_lr", min_lr),
+    ):
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
     if lr <= 0:
@@ -123,14 +127,18 @@ def pela_pretrain(
     for step in range(steps):
         batch = next(stream, None)
         if batch is None:
-            raise ValueError(f"batches ran out after {step} steps (an empty iterable or a one-shot iterator)")
+            raise ValueError(
+                f"batches ran out after {step} steps (an empty iterable or a one-shot iterator)"
+            )
         if isinstance(batch, list | tuple) and len(batch) == 2:
             inputs, target = batch
         else:
             inputs, target = batch, None
         out = loss_fn(inputs, target)
         if not torch.isfinite(out.total):
-            raise FloatingPointError(f"PELA loss is {out.total.item()} at step {step}: {out.parts()}")
+            raise FloatingPointError(
+                f"PELA loss is {out.total.item()} at step {step}: {out.parts()}"
+            )
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
         if grad_clip is not None:

@@ -96,7 +96,8 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     t_acc, _, t_logits = _evaluate(teacher, x_te, y_te, None)
     n_teacher = count_parameters(teacher)
     bench_x = x_te[:256]
-    t_lat = median_time(lambda: teacher(bench_x), warmup=2, repeats=7).median
+    reps = 3 if quick else 7
+    t_lat = median_time(lambda: teacher(bench_x), warmup=1, repeats=reps).median
 
     report = DemoReport(
         slug="pela", claim=CLAIM, baseline_name="plain fine-tune", technique_name="PELA"
@@ -186,7 +187,7 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
             else "PELA did not beat plain fine-tuning in test accuracy at every ratio here"
         )
         + f" (PELA - fine-tune: {', '.join(f'{r:g}: {g:+.3f}' for r, g in gaps.items())}).",
-        "Latency: median of 7 forward passes on 256 test images, CPU, this process's threads "
+        f"Latency: median of {reps} forward passes on 256 test images, CPU, this process's threads "
         "(noisy on a shared machine; see the README's benchmark for ViT-B sizes).",
         "At this toy scale the SVD initialisation alone keeps most of the teacher's accuracy "
         f"(teacher {t_acc:.3f}; after SVD "

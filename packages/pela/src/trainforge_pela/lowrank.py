@@ -1,0 +1,365 @@
+"""PELA step 1: replace ``nn.Linear`` layers by two thin ones initialised from a truncated SVD.
+
+A Linear ``y = W x + b`` with ``W`` of shape ``(m, n)`` (out, in) becomes
+``y = B (A x) + b`` with ``A = Σ_r^{1/2} V_rᵀ`` (``r x n``, no bias) and
+``B = U_r Σ_r^{1/2}`` (``m x r``, the original bias), the rank chosen so that the two factors
+hold ``1/ratio`` of the original weights: ``r = ⌊m·n / (ratio·(m+n))⌋``
+(``guoyang9/PELA:DeiT/low_rank.py``, ``ModuleLowRank._apply``). By Eckart–Young the product
+``BA`` is the best rank-``r`` approximation of ``W`` and its squared Frobenius error is the sum
+of the dropped squared singular values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from trainforge_core.errors import NoEffectWarning
+from trainforge_core.surgery import count_parameters
+
+logger = logging.getLogger(__name__)
+
+#: Names containing one of these are never compressed (``guoyang9/PELA:DeiT/main.py``,
+#: ``name_omit=['norm', 'head', 'patch_embed', 'downsample']``).
+DEFAULT_SKIP: tuple[str, ...] = ("norm", "head", "patch_embed", "downsample")
+#: Layers with fewer outputs than this are kept (``DeiT/low_rank.py``: "for some head matrix,
+#: such as image-text match head").
+DEFAULT_MIN_OUT_FEATURES = 10
+
+Init = Literal["svd", "none"]
+_INITS = ("svd", "none")
+
+
+class LowRankLinear(nn.Sequential):
+    """``Sequential(Linear(n→r, bias=False), Linear(r→m))``: a Linear of rank ``r``.
+
+    A subclass of :class:`nn.Sequential` so that its state-dict keys are the reference's
+    (``<name>.0.weight``, ``<name>.1.weight``, ``<name>.1.bias``). ``weight`` and ``bias``
+    read like an ``nn.Linear``'s (``weight`` is the product ``BA``, differentiable), so code
+    that calls ``F.linear(x, layer.weight, ...)`` keeps working.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(rank, int) or not rank >= 1:
+            raise ValueError(f"rank must be an int >= 1, got {rank!r}")
+        super().__init__(
+            nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype),
+            nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype),
+        )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rank = rank
+
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        """The rank-``r`` product ``BA`` (out x in)."""
+        return self[1].weight @ self[0].weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:  # type: ignore[override]
+        return self[1].bias
+
+    def merge(self) -> nn.Linear:
+        """One ``nn.Linear`` computing the same function (for export)."""
+        first, second = self[0], self[1]
+        out = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=second.bias is not None,
+            device=first.weight.device,
+            dtype=first.weight.dtype,
+        )
+        with torch.no_grad():
+            out.weight.copy_(second.weight @ first.weight)
+            if second.bias is not None:
+                out.bias.copy_(second.bias)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+def rank_for_ratio(m: int, n: int, ratio: float) -> int:
+    """``⌊m·n / (ratio·(m+n))⌋``: the rank at which two factors hold ``1/ratio`` of an
+    ``m x n`` matrix's entries (``guoyang9/PELA:DeiT/low_rank.py``)."""
+    for name, value in (("m", m), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _check_ratio(ratio)
+    return math.floor(m * n / (ratio * (m + n)))
+
+
+def low_rank_factors(
+    weight: torch.Tensor, rank: int, *, svd_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Truncated SVD split ``W ≈ B @ A`` with the singular values shared as ``Σ^{1/2}``.
+
+    Returns ``(A, B, S)``: ``A`` is ``rank x n``, ``B`` is ``m x rank`` (both in ``weight``'s
+    dtype and device) and ``S`` all singular values of ``W`` (descending, in ``svd_dtype``).
+    The SVD runs in ``svd_dtype`` (default: float32, or float64 for a float64 weight).
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(
+            f"weight must be a 2-D tensor, got {type(weight).__name__}"
+            + (f" of shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else "")
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be floating point, got dtype {weight.dtype}")
+    m, n = weight.shape
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
+        raise ValueError(
+            f"rank must be an int in [1, {min(m, n)}] for a {m}x{n} weight, got {rank!r}"
+        )
+    if svd_dtype is None:
+        svd_dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    w = weight.detach().to(svd_dtype)
+    if not torch.isfinite(w).all():
+        raise ValueError("weight has non-finite entries; cannot take its SVD")
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    root = s[:rank].sqrt()
+    a = root[:, None] * vh[:rank]  # Σ^{1/2} Vᵀ
+    b = u[:, :rank] * root[None, :]  # U Σ^{1/2}
+    return a.to(weight.dtype), b.to(weight.dtype), s
+
+
+@dataclass(frozen=True)
+class CompressedLayer:
+    """One Linear replaced by :func:`compress_linear_layers`."""
+
+    name: str
+    in_features: int
+    out_features: int
+    rank: int
+    params_before: int
+    params_after: int
+    #: ``‖W − BA‖_F²`` right after the SVD initialisation (NaN with ``init="none"``).
+    init_error: float
+    #: ``init_error / ‖W‖_F²``.
+    relative_error: float
+
+
+@dataclass
+class CompressionReport:
+    """What :func:`apply_pela` changed."""
+
+    ratio: float
+    layers: list[CompressedLayer] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    params_before: int = 0
+    params_after: int = 0
+
+    @property
+    def achieved_ratio(self) -> float:
+        """Whole-model parameters before / after."""
+        return self.params_before / self.params_after if self.params_after else float("nan")
+
+    def __str__(self) -> str:
+        lines = [
+            f"PELA compression at ratio {self.ratio:g}: {len(self.layers)} Linear layers replaced, "
+            f"{len(self.skipped)} kept; parameters {self.params_before:,} -> {self.params_after:,} "
+            f"({self.achieved_ratio:.2f}x)"
+        ]
+        for c in self.layers:
+            lines.append(
+                f"  {c.name}: {c.out_features}x{c.in_features} -> rank {c.rank} "
+                f"({c.params_before:,} -> {c.params_after:,} params, "
+                f"relative init error {c.relative_error:.3g})"
+            )
+        return "\n".join(lines)
+
+
+def _check_ratio(ratio: float) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not math.isfinite(ratio):
+        raise TypeError(f"ratio must be a finite number > 1, got {ratio!r}")
+    if ratio <= 1:
+        raise ValueError(
+            f"ratio must be > 1 (parameters shrink to 1/ratio); ratio={ratio!r} would keep or "
+            "grow the model"
+        )
+
+
+def _check_patterns(arg: str, patterns: object) -> tuple[str, ...]:
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    if not isinstance(patterns, Iterable):
+        raise TypeError(f"{arg} must be a sequence of strings, got {type(patterns).__name__}")
+    out = tuple(patterns)
+    for p in out:
+        if not isinstance(p, str) or not p:
+            raise TypeError(f"{arg} must hold non-empty strings, got {p!r}")
+    return out
+
+
+def apply_pela(
+    model: nn.Module,
+    ratio: float = 2.0,
+    skip: Sequence[str] | None = None,
+    *,
+    min_out_features: int = DEFAULT_MIN_OUT_FEATURES,
+    init: Init = "svd",
+    svd_dtype: torch.dtype | None = None,
+) -> CompressionReport:
+    """Compress ``model`` in place and return a :class:`CompressionReport`.
+
+    Every ``nn.Linear`` whose qualified name contains none of the ``skip`` substrings and
+    that has at least ``min_out_features`` outputs becomes a :class:`LowRankLinear` of rank
+    :func:`rank_for_ratio`. ``skip=None`` uses :data:`DEFAULT_SKIP`; an explicit ``skip``
+    must have every pattern match some module name (a typo raises ``ValueError``).
+    ``init="none"`` builds the structure without the SVD (to load a compressed state dict).
+    Warns :class:`NoEffectWarning` when no layer was replaced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_ratio(ratio)
+    if init not in _INITS:
+        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+    if isinstance(min_out_features, bool) or not isinstance(min_out_features, int):
+        raise TypeError(f"min_out_features must be an int, got {min_out_features!r}")
+    if min_out_features < 1:
+        raise ValueError(f"min_out_features must be >= 1, got {min_out_features}")
+    names = [n for n, _ in model.named_modules()]
+    if skip is None:
+        patterns = DEFAULT_SKIP
+    else:
+        patterns = _check_patterns("skip", skip)
+        unused = [p for p in patterns if not any(p in n for n in names)]
+        if unused:
+            raise ValueError(
+                f"skip patterns {unused} match no module name of this "
+                f"{type(model).__name__}; remove them (or pass skip=None for the defaults "
+                f"{DEFAULT_SKIP}, which tolerate absent names)"
+            )
+
+    report = CompressionReport(ratio=float(ratio), params_before=count_parameters(model))
+    targets: list[tuple[str, nn.Linear, int]] = []
+    for name, module in model.named_modules():
+        if type(module) is not nn.Linear:  # exact type: our own LowRankLinear parts are kept
+            continue
+        if isinstance(model.get_submodule(name.rpartition(".")[0]), LowRankLinear):
+            continue
+        if any(p in name for p in patterns) or module.out_features < min_out_features:
+            report.skipped.append(name)
+            continue
+        rank = rank_for_ratio(module.out_features, module.in_features, ratio)
+        if rank < 1:
+            logger.warning(
+                "PELA: %s (%dx%d) would get rank 0 at ratio %g; kept",
+                name,
+                module.out_features,
+                module.in_features,
+                ratio,
+            )
+            report.skipped.append(name)
+            continue
+        targets.append((name, module, rank))
+
+    for name, module, rank in targets:
+        weight = module.weight
+        new = LowRankLinear(
+            module.in_features,
+            module.out_features,
+            rank,
+            bias=module.bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        error = rel = float("nan")
+        if init == "svd":
+            a, b, s = low_rank_factors(weight, rank, svd_dtype=svd_dtype)
+            with torch.no_grad():
+                new[0].weight.copy_(a)
+                new[1].weight.copy_(b)
+                if module.bias is not None:
+                    new[1].bias.copy_(module.bias)
+                error = float((s[rank:] ** 2).sum())
+                total = float((s**2).sum())
+                rel = error / total if total > 0 else 0.0
+        new.train(module.training)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+        report.layers.append(
+            CompressedLayer(
+                name=name,
+                in_features=module.in_features,
+                out_features=module.out_features,
+                rank=rank,
+                params_before=count_parameters(module),
+                params_after=count_parameters(new),
+                init_error=error,
+                relative_error=rel,
+            )
+        )
+    report.params_after = count_parameters(model)
+    if not report.layers:
+        warnings.warn(
+            f"apply_pela: no nn.Linear matched (skip={patterns}, min_out_features="
+            f"{min_out_features}); the model is unchanged",
+            NoEffectWarning,
+            stacklevel=2,
+        )
+    else:
+        logger.info("%s", report)
+    return report
+
+
+def compress_linear_layers(
+    model: nn.Module,
+    ratio: float = 2.0,
+    skip: Sequence[str] | None = None,
+    *,
+    min_out_features: int = DEFAULT_MIN_OUT_FEATURES,
+    init: Init = "svd",
+    svd_dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """:func:`apply_pela`, returning the (same, modified) model; the report is logged.
+
+    ``student = compress_linear_layers(copy.deepcopy(teacher), ratio=2.0)``.
+    """
+    apply_pela(
+        model, ratio, skip, min_out_features=min_out_features, init=init, svd_dtype=svd_dtype
+    )
+    return model
+
+
+def low_rank_layers(model: nn.Module) -> dict[str, LowRankLinear]:
+    """Every :class:`LowRankLinear` of ``model`` by qualified name."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+
+
+def merge_low_rank(model: nn.Module) -> list[str]:
+    """Replace every :class:`LowRankLinear` of ``model`` (in place) by one ``nn.Linear``
+    holding ``BA`` (export to the original architecture). Returns the merged names; warns
+    :class:`NoEffectWarning` when there was none."""
+    layers = low_rank_layers(model)
+    for name, layer in layers.items():
+        parent, _, child = name.rpartition(".")
+        merged = layer.merge()
+        merged.train(layer.training)
+        setattr(model.get_submodule(parent) if parent else model, child, merged)
+    if not layers:
+        warnings.warn(
+            "merge_low_rank: the model has no LowRankLinear; unchanged",
+            NoEffectWarning,
+            stacklevel=2,
+        )
+    return list(layers)

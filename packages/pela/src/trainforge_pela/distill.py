@@ -28,9 +28,6 @@ from torch import nn
 
 from trainforge_pela.lowrank import DEFAULT_SKIP, LowRankLinear, _check_ratio
 
-#: Block patterns tried in order when ``block_pattern=None``: timm ViT/DeiT/EVA, timm Swin,
-#: transformers BERT-style encoders, other transformers encoders/decoders. ``*`` matches one
-#: dotted name component, ``**`` any run of them.
 AUTO_BLOCK_PATTERNS: tuple[str, ...] = (
     "blocks.*",
     "layers.*.blocks.*",
@@ -42,6 +39,9 @@ AUTO_BLOCK_PATTERNS: tuple[str, ...] = (
     "**.layers.*",
     "layers.*",
 )
+"""Block patterns tried in order when ``block_pattern=None``: timm ViT/DeiT/EVA, timm Swin,
+transformers BERT-style encoders, other transformers encoders/decoders. ``*`` matches one
+dotted name component, ``**`` any run of them."""
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -76,14 +76,6 @@ class PELAConfig:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
 
 
-#: The reference's settings per script.
-#: ``deit``: ``DeiT/scripts/train_base.sh`` + ``DeiT/main.py`` (ratio 2, α 1, β 0, no
-#: regulariser, lr 5e-4 scaled by batch/512, AdamW wd 0.05).
-#: ``swin``: ``Swin/scripts/train_swin_b.sh`` + ``Swin/main.py`` (ratio 1.5, ``attn.proj``
-#: also kept, α 1, λ 1 with ``--inf_norm_eps`` left at its default 0.0).
-#: ``albef``: ``ALBEF/Pretrain.py`` (``ModuleLowRank`` default ratio 3, ``name_omit``
-#: ``['cls', '_proj']``, KD weight 0.1, ``inf_norm`` eps 1e-3 weight 1; AdamW lr 1e-4,
-#: wd 0.02 from ``configs/Pretrain.yaml``).
 PRESETS: dict[str, PELAConfig] = {
     "deit": PELAConfig(ratio=2.0, alpha=1.0, beta=0.0, lam=0.0, eps=1e-3),
     "swin": PELAConfig(
@@ -100,6 +92,14 @@ PRESETS: dict[str, PELAConfig] = {
         weight_decay=0.02,
     ),
 }
+"""The reference's settings per script.
+``deit``: ``DeiT/scripts/train_base.sh`` + ``DeiT/main.py`` (ratio 2, α 1, β 0, no
+regulariser, lr 5e-4 scaled by batch/512, AdamW wd 0.05).
+``swin``: ``Swin/scripts/train_swin_b.sh`` + ``Swin/main.py`` (ratio 1.5, ``attn.proj``
+also kept, α 1, λ 1 with ``--inf_norm_eps`` left at its default 0.0).
+``albef``: ``ALBEF/Pretrain.py`` (``ModuleLowRank`` default ratio 3, ``name_omit``
+``['cls', '_proj']``, KD weight 0.1, ``inf_norm`` eps 1e-3 weight 1; AdamW lr 1e-4,
+wd 0.02 from ``configs/Pretrain.yaml``)."""
 
 
 def glob_to_regex(pattern: str) -> re.Pattern[str]:

@@ -26,12 +26,12 @@ from trainforge_core.surgery import count_parameters
 
 logger = logging.getLogger(__name__)
 
-#: Names containing one of these are never compressed (``guoyang9/PELA:DeiT/main.py``,
-#: ``name_omit=['norm', 'head', 'patch_embed', 'downsample']``).
 DEFAULT_SKIP: tuple[str, ...] = ("norm", "head", "patch_embed", "downsample")
-#: Layers with fewer outputs than this are kept (``DeiT/low_rank.py``: "for some head matrix,
-#: such as image-text match head").
+"""Names containing one of these are never compressed (``guoyang9/PELA:DeiT/main.py``,
+``name_omit=['norm', 'head', 'patch_embed', 'downsample']``)."""
 DEFAULT_MIN_OUT_FEATURES = 10
+"""Layers with fewer outputs than this are kept (``DeiT/low_rank.py``: "for some head matrix,
+such as image-text match head")."""
 
 Init = Literal["svd", "none"]
 _INITS = ("svd", "none")

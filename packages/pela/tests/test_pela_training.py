@@ -15,6 +15,11 @@ from trainforge_pela.demo import _batches, _evaluate, _train_teacher
 
 SEEDS = (0, 1)
 RECOVER_STEPS = 200
+# Ratio 3 barely hurts this toy ViT (logit MSE 0.03-0.04 right after the SVD, nothing to
+# recover); at ratio 8 the cut costs ~10 points of accuracy and MSE 1.6-2.1. Measured
+# (seeds 0/1, 200 steps): PELA (features + logits) 0.37/0.42, features only 0.88/0.90,
+# task loss only 1.11/1.06.
+RATIO = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +35,12 @@ def trained():
     return out
 
 
-def _recover(teacher, data, alpha, seed, steps=RECOVER_STEPS):
+def _recover(teacher, data, alpha, beta, seed, steps=RECOVER_STEPS):
     _, _, t_logits, x_tr, y_tr, x_te, y_te = data
     student = copy.deepcopy(teacher)
-    apply_pela(student, 3.0)
+    apply_pela(student, RATIO)
     svd_acc, svd_mse, _ = _evaluate(student, x_te, y_te, t_logits)
-    with PELALoss(teacher, student, alpha=alpha, beta=0.0, lam=0.0) as loss_fn:
+    with PELALoss(teacher, student, alpha=alpha, beta=beta, lam=0.0) as loss_fn:
         pela_pretrain(
             loss_fn, _batches(x_tr, y_tr, steps, 32, seed + 1), steps, lr=1e-3, warmup_steps=10
         )
@@ -45,11 +50,13 @@ def _recover(teacher, data, alpha, seed, steps=RECOVER_STEPS):
 
 @pytest.fixture(scope="module")
 def recovered(trained):
-    """Per seed: the PELA arm (alpha 1) and the CE-only arm, identical otherwise."""
+    """Per seed: PELA (feature + logit distillation), feature distillation only, and the
+    task loss only, identical otherwise."""
+    arms = {"pela": (1.0, 1.0), "fd": (1.0, 0.0), "ce": (0.0, 0.0)}
     return {
         seed: {
-            arm: _recover(trained[seed][0], trained[seed], alpha, seed)
-            for arm, alpha in (("pela", 1.0), ("ce", 0.0))
+            arm: _recover(trained[seed][0], trained[seed], alpha, beta, seed)
+            for arm, (alpha, beta) in arms.items()
         }
         for seed in SEEDS
     }
@@ -67,7 +74,7 @@ def test_distillation_recovers_the_compressed_vit(trained, recovered):
 @pytest.mark.slow
 def test_feature_distillation_beats_none(recovered):
     for seed in SEEDS:
-        mse_fd = recovered[seed]["pela"][3]
+        mse_fd = recovered[seed]["fd"][3]
         mse_ce = recovered[seed]["ce"][3]
         assert mse_fd < mse_ce, (seed, mse_fd, mse_ce)
 

@@ -194,9 +194,9 @@ def distributed(session: nox.Session) -> None:
         for path in MEMBERS.values()
         for f in (path / "tests").glob("test_*distributed*.py")
     )
-    _pytest_exit_ok(
-        session, *files, "-q", "-m", "distributed", "--import-mode=importlib", *session.posargs
-    )
+    # Default (prepend) import mode: spawned ranks unpickle test functions by module name,
+    # so each test folder must be on sys.path (the files' basenames are unique).
+    _pytest_exit_ok(session, *files, "-q", "-m", "distributed", *session.posargs)
 
 
 @nox.session

@@ -27,6 +27,12 @@ def _fails_on_rank_one(rank, world_size):
     return rank
 
 
+def _dies(rank, world_size):
+    import os
+
+    os._exit(3)  # no traceback, no result: as a crash or an unimportable function would
+
+
 def _sleeps(rank, world_size):
     time.sleep(120)
 
@@ -38,6 +44,11 @@ def test_ranks_run_a_collective_and_return_in_order():
 def test_a_failing_rank_surfaces_its_traceback():
     with pytest.raises(RankError, match=r"(?s)rank 1 of 2 raised.*KeyError: 'rank one broke'"):
         run_on_ranks(_fails_on_rank_one, 2)
+
+
+def test_a_rank_that_dies_is_reported_at_once():
+    with pytest.raises(RankError, match=r"died without a result \(exit codes \[3, 3\]\)"):
+        run_on_ranks(_dies, 2, timeout=600)  # well before the time-out
 
 
 def test_a_hanging_run_times_out():

@@ -101,7 +101,9 @@ def run_on_ranks(
     try:
         while len(values) < world_size:
             try:
-                rank, status, payload = results.get(timeout=max(0.1, deadline - time.monotonic()))
+                # Short waits, so a rank that died without a word is noticed at once.
+                wait = min(1.0, max(0.05, deadline - time.monotonic()))
+                rank, status, payload = results.get(timeout=wait)
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     missing = sorted(set(range(world_size)) - set(values))

@@ -34,10 +34,13 @@ import functools
 import glob
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nox
@@ -227,35 +230,39 @@ def wheels(session: nox.Session) -> None:
 
     base = [wheel("trainforge-core"), wheel("trainforge-kernels")]
     tmp = Path(session.create_tmp())
-    for name in TECHNIQUES:
+    # The wheel carries its metadata (technique.toml), its import chain and its demo module;
+    # the demo itself already ran in the package's own session.
+    check = (
+        "import sys, trainforge_core as c; from trainforge_core.cli import main; "
+        "assert main(['info', sys.argv[1]]) == 0; t = c.get_technique(sys.argv[1]); "
+        "print(t.slug, t.version, 'demo', t.demo.__module__)"
+    )
+
+    def check_alone(name: str) -> tuple[str, subprocess.CompletedProcess[str]]:
+        """A clean venv with core, kernels and this technique from the wheels only
+        (third-party dependencies resolve as a user's pip would, pinned by the date)."""
         slug = name.removeprefix("trainforge-")
         venv = tmp / f"wheel-{slug}"
         shutil.rmtree(venv, ignore_errors=True)
-        session.run("uv", "venv", "-q", str(venv), external=True)
         python = str(venv / "bin" / "python")
-        # Trainforge packages come from the built wheels only (named by path); third-party
-        # dependencies resolve as a user's pip would, pinned by the workspace's date.
-        session.run(
-            "uv",
-            "pip",
-            "install",
-            "-q",
-            "--python",
-            python,
-            "--exclude-newer",
-            EXCLUDE_NEWER,
-            *base,
-            wheel(name),
-            external=True,
+        script = (
+            f"uv venv -q {venv} && uv pip install -q --python {python} "
+            f"--exclude-newer {EXCLUDE_NEWER} {' '.join(base)} {wheel(name)} && "
+            f"{python} -c {shlex.quote(check)} {slug}"
         )
-        # The wheel carries its metadata (technique.toml), its import chain and its demo
-        # module; the demo itself already ran in the package's own session.
-        session.run(str(venv / "bin" / "trainforge"), "info", slug, external=True, silent=True)
-        check = (
-            "import sys, trainforge_core as c; t = c.get_technique(sys.argv[1]); "
-            "print(t.slug, t.version, 'demo', t.demo.__module__)"
-        )
-        session.run(python, "-c", check, slug, external=True)
+        return name, subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+    # Two at a time: each check is mostly process start-up and imports, one core each.
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(check_alone, TECHNIQUES))
+    failed = []
+    for name, proc in results:
+        session.log(f"{name}: {proc.stdout.strip() or proc.stderr.strip()[-300:]}")
+        if proc.returncode != 0:
+            failed.append(name)
+            print(proc.stdout, proc.stderr, sep="\n")
+    if failed:
+        session.error(f"wheel check failed for {failed}")
 
 
 @nox.session

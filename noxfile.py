@@ -5,9 +5,11 @@ edit here. Each suite runs once; each session proves one thing:
 - lint: ruff check + format check.
 - release_check: versions, changelog heads, internal version ranges and the README
   catalogue agree with the workspace.
-- tests(package): each member alone, installed from the lock with only its own declared
-  dependencies and its `test` group, so an undeclared dependency fails. Its conformance
-  test runs the quick demo.
+- tests_alone: each member alone, installed from the lock with only its own declared
+  dependencies and its `test` group into its own venv, so an undeclared dependency fails;
+  its conformance test runs the quick demo. Two members at a time, one thread each: a
+  suite is mostly process start-up, imports and small tensors, one core's worth.
+  `tests(package)` runs one member the same way (not a default session).
 - tests_all: every member installed together (a resolution or import conflict fails) and
   integration_tests/ (cross-package combinations, the CLI as a user runs it).
 - distributed: the multi-process tests (marker `distributed`, files
@@ -64,7 +66,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = [
     "lint",
     "release_check",
-    "tests",
+    "tests_alone",
     "tests_all",
     "distributed",
     "kernels_interpret",
@@ -89,6 +91,7 @@ TECHNIQUES = {name: path for name, path in MEMBERS.items() if path.parent.name =
 
 
 SESSION_TIMES: dict[str, float] = {}
+ALONE_TIMES: dict[str, float] = {}  # each member's suite inside tests_alone (they overlap)
 
 
 def _timed(fn):
@@ -114,19 +117,26 @@ SCALING_SESSIONS = ("tests_all", "distributed", "wheels", "docs")
 def _print_session_times() -> None:
     """The CI budget, in every log: each session's time, and a projection to 42 techniques.
 
-    The projection scales each technique's own session and the whole of every scaling
-    session linearly with the technique count (an overestimate: those sessions also have a
-    fixed start-up cost); lint, release_check, core, kernels and kernels_interpret stay fixed.
+    The projection scales the techniques' share of tests_alone and the whole of every
+    scaling session linearly with the technique count (an overestimate: those sessions also
+    have a fixed start-up cost); lint, release_check, core, kernels and kernels_interpret
+    stay fixed.
     """
     if not SESSION_TIMES:
         return
     total = sum(SESSION_TIMES.values())
     lines = ["", "session times (s)"]
-    lines += [f"  {name:<48} {t:7.1f}" for name, t in SESSION_TIMES.items()]
+    for name, t in SESSION_TIMES.items():
+        lines.append(f"  {name:<48} {t:7.1f}")
+        if name == "tests_alone":
+            lines += [f"    {member:<46} {t:7.1f}" for member, t in ALONE_TIMES.items()]
     lines.append(f"  {'total':<48} {total:7.1f}")
-    alone = [f"tests(package='{name}')" for name in TECHNIQUES]
-    if all(n in SESSION_TIMES for n in (*alone, *SCALING_SESSIONS)):
-        scaling = sum(SESSION_TIMES[n] for n in (*alone, *SCALING_SESSIONS))
+    if all(n in SESSION_TIMES for n in ("tests_alone", *SCALING_SESSIONS)):
+        # tests_alone runs members side by side: the techniques' share of its wall time is
+        # their share of the summed suite times.
+        techniques = sum(ALONE_TIMES[n] for n in TECHNIQUES) / sum(ALONE_TIMES.values())
+        scaling = SESSION_TIMES["tests_alone"] * techniques
+        scaling += sum(SESSION_TIMES[n] for n in SCALING_SESSIONS)
         per_technique = scaling / len(TECHNIQUES)
         projected = total - scaling + 42 * per_technique
         lines.append(
@@ -165,16 +175,56 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
+def _alone_pytest_args(name: str) -> list[str]:
+    # --durations reports the slowest tests (the quick demo among them); nothing is timed.
+    tests = str(MEMBERS[name].relative_to(ROOT) / "tests")
+    return [tests, "-q", "--durations=3", "-m", "not distributed"]
+
+
 @nox.session
 @nox.parametrize("package", list(MEMBERS))
 @_timed
 def tests(session: nox.Session, package: str) -> None:
+    """One member alone (what tests_alone does for every member)."""
     _sync(session, "--package", package, "--group", "test")
-    # --durations reports the slowest tests (the quick demo among them); nothing is timed.
-    tests = str(MEMBERS[package].relative_to(ROOT) / "tests")
-    _pytest_exit_ok(
-        session, tests, "-q", "--durations=3", "-m", "not distributed", *session.posargs
-    )
+    _pytest_exit_ok(session, *_alone_pytest_args(package), *session.posargs)
+
+
+@nox.session(venv_backend="none")
+@_timed
+def tests_alone(session: nox.Session) -> None:
+    # Each member in its own venv under .nox/alone/, two suites at a time.
+    def run_alone(name: str) -> tuple[str, float, subprocess.CompletedProcess[str]]:
+        venv = ROOT / ".nox" / "alone" / name
+        env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv), "OMP_NUM_THREADS": "1"}
+        sync = ["uv", "sync", "--frozen", "--quiet", "--no-default-groups"]
+        pytest = [str(venv / "bin" / "python"), "-m", "pytest", *_alone_pytest_args(name)]
+        script = f"{shlex.join([*sync, '--package', name, '--group', 'test'])} && "
+        script += f"{shlex.join(pytest)} {shlex.join(session.posargs)}"
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        return name, time.perf_counter() - start, proc
+
+    # Largest suites first, so the last one to finish is a short one.
+    order = sorted(MEMBERS, key=lambda n: -sum(f.stat().st_size for f in _test_files(n)))
+    failed = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, elapsed, proc in pool.map(run_alone, order):
+            ALONE_TIMES[name] = elapsed
+            # pytest exits 5 when it collects nothing (e.g. every test is GPU-only).
+            ok = proc.returncode in (0, 5)
+            tail = proc.stdout if not ok else "\n".join(proc.stdout.splitlines()[-6:])
+            session.log(f"{name} alone: {elapsed:.1f}s\n{tail}{'' if ok else proc.stderr}")
+            if not ok:
+                failed.append(name)
+    if failed:
+        session.error(f"suites failed alone: {failed}")
+
+
+def _test_files(name: str) -> list[Path]:
+    return list((MEMBERS[name] / "tests").glob("**/*.py"))
 
 
 @nox.session

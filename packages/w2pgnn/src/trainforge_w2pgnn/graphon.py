@@ -31,7 +31,7 @@ __all__ = [
     "synthetic_graphon",
 ]
 
-METHODS = ("sas", "lg", "usvt", "mc")
+METHODS = ("sas", "lg", "usvt", "mc", "sba")
 """Graphon estimators `estimate_graphon` accepts as ``method``."""
 
 
@@ -195,26 +195,93 @@ def _matrix_completion(mean: np.ndarray) -> np.ndarray:
     return np.clip(approx / 2.0, 0.0, 1.0)
 
 
+def _sba(aligned: np.ndarray, threshold: float, seed: int) -> np.ndarray:
+    # Airoldi, Costa & Chan 2013, stochastic blockmodel approximation, as
+    # caoyxuan/W2PGNN:utils/learner.py:estimate_blocks_directed writes it: the graphs are split
+    # in two halves; nodes are visited in random order and join the block of the nearest
+    # pivot when the estimated distance d_hat is below `threshold`, else become a new pivot.
+    # d_hat(i, b) = sqrt(0.5 (|t1 + t2 - t3 - t4| + |t5 + t6 - t7 - t8|) / (n - 2)), the
+    # terms being w * sum over the other nodes s of products of the two halves' row (t1-t4)
+    # and column (t5-t8) sums, w = 1 / ((g/2 + 1) (n - g/2)) (the reference's weight,
+    # negative when n < g/2, which the absolute values absorb). Vectorised over pivots.
+    g, n = aligned.shape[0], aligned.shape[1]
+    half = g // 2
+    if (half + 1) * (n - half) == 0:
+        raise ValueError(
+            f"method='sba' is undefined for {g} graphs of at most {n} nodes: the reference's "
+            "weight 1 / ((g // 2 + 1) (n_max - g // 2)) divides by zero; use another number "
+            "of graphs or another method"
+        )
+    w = 1.0 / ((half + 1) * (n - half))
+    if g > 1:
+        total = aligned.sum(axis=0)
+        h1 = aligned[:half].sum(axis=0) if half > 1 else aligned[0]
+        h2 = aligned[half:].sum(axis=0) if g - half > 1 else aligned[-1]
+    else:
+        total = h1 = h2 = aligned[0]
+    rng = np.random.default_rng(seed)
+    order = [int(x) for x in rng.permutation(np.arange(1, n))] if n > 1 else []
+    pivots = [0]
+    labels = np.zeros(n, dtype=np.int64)
+    for i in order:
+        piv = np.asarray(pivots)
+        mask = np.ones((len(piv), n))
+        mask[:, i] = 0.0
+        mask[np.arange(len(piv)), piv] = 0.0
+        row = (
+            (h1[i] * h2[i])[None]
+            + h1[piv] * h2[piv]
+            - h1[i][None] * h2[piv]
+            - h1[piv] * h2[i][None]
+        )
+        col = (
+            (h1[:, i] * h2[:, i])[None]
+            + (h1[:, piv] * h2[:, piv]).T
+            - (h1[:, i][:, None] * h2[:, piv]).T
+            - (h1[:, piv] * h2[:, i][:, None]).T
+        )
+        t_row = np.abs(w * (mask * row).sum(axis=1))
+        t_col = np.abs(w * (mask * col).sum(axis=1))
+        dhat = np.sqrt(0.5 * (t_row + t_col) / max(n - 2, 1))
+        j = int(np.argmin(dhat))
+        if dhat[j] < threshold:
+            labels[i] = labels[pivots[j]]
+        else:
+            labels[i] = len(pivots)
+            pivots.append(i)
+    nb = len(pivots)
+    onehot = np.eye(nb)[labels]
+    counts = onehot.sum(axis=0)
+    prob = (onehot.T @ total @ onehot) / (g * np.outer(counts, counts))
+    return prob[np.ix_(labels, labels)]
+
+
 def estimate_graphon(
     graphs: Sequence[Data],
     method: str = "sas",
     resolution: int = 100,
     usvt_threshold: float = 2.02,
     tv_weight: float | None = None,
+    sba_threshold: float = 0.1,
+    seed: int = 0,
 ) -> Graphon:
     """Estimate one graphon from a set of PyG graphs.
 
     Args:
         graphs: the graph set (``Data`` with ``edge_index``; every graph needs an edge).
         method: ``"sas"`` (sorting-and-smoothing, the reference's default path), ``"lg"``
-            (largest gap), ``"usvt"`` (universal singular value thresholding) or ``"mc"``
-            (matrix completion).
+            (largest gap), ``"usvt"`` (universal singular value thresholding), ``"mc"``
+            (matrix completion) or ``"sba"`` (stochastic blockmodel approximation).
         resolution: side of the discretised graphon (the reference resizes to 1000; we
             default to 100, see the README's measured score stability).
         usvt_threshold: USVT's singular value threshold factor (``learner.py`` default 2.02).
         tv_weight: SAS's total-variation weight; ``None`` is the reference's ``h`` (the
             block size), which flattens low-contrast structure (see the README); 0 skips
             the denoising.
+        sba_threshold: SBA's distance threshold for joining a block
+            (``HongtengXu/SGWB-Graphon:run_comparison_synthetic.py`` ``--threshold-sba``
+            0.1; W2PGNN reads ``args.threshold_sba`` without defining it).
+        seed: SBA's node visiting order (the reference draws it from numpy's global state).
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -222,8 +289,16 @@ def estimate_graphon(
     graphs = check_graphs(graphs)
     if tv_weight is not None and (not isinstance(tv_weight, int | float) or tv_weight < 0):
         raise ValueError(f"tv_weight must be None or a number >= 0, got {tv_weight!r}")
+    if isinstance(sba_threshold, bool) or not isinstance(sba_threshold, int | float):
+        raise TypeError(f"sba_threshold must be a number > 0, got {sba_threshold!r}")
+    if not (math.isfinite(sba_threshold) and sba_threshold > 0):
+        raise ValueError(f"sba_threshold must be a finite number > 0, got {sba_threshold!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     adjs = [graph_adjacency(g) for g in graphs]
-    return estimate_graphon_from_adjacency(adjs, method, resolution, usvt_threshold, tv_weight)
+    return estimate_graphon_from_adjacency(
+        adjs, method, resolution, usvt_threshold, tv_weight, sba_threshold, int(seed)
+    )
 
 
 def estimate_graphon_from_adjacency(
@@ -232,9 +307,21 @@ def estimate_graphon_from_adjacency(
     resolution: int = 100,
     usvt_threshold: float = 2.02,
     tv_weight: float | None = None,
+    sba_threshold: float = 0.1,
+    seed: int = 0,
 ) -> Graphon:
     """:func:`estimate_graphon` on dense adjacency matrices (no validation of the graphs)."""
     method = method.lower()
+    if method == "sba":
+        # SBA needs the aligned graphs one by one (two halves), not only their sum.
+        n_max = max(a.shape[0] for a in adjs)
+        aligned = np.zeros((len(adjs), n_max, n_max))
+        for i, a in enumerate(adjs):
+            deg = 0.5 * a.sum(axis=0) + 0.5 * a.sum(axis=1)
+            idx = np.argsort(deg, kind="stable")[::-1]
+            aligned[i, : a.shape[0], : a.shape[0]] = a[np.ix_(idx, idx)]
+        step_t = torch.from_numpy(np.ascontiguousarray(_sba(aligned, sba_threshold, seed)))
+        return Graphon(resize_graphon(step_t, resolution), step_t, method, len(adjs), n_max)
     total, n_max = align_graphs(adjs)
     mean = total / len(adjs)
     # learner.py:estimate_graphon: block size h = int(log2(n_max) + 1), k = int(n_max / h).

@@ -63,3 +63,17 @@ def test_topo_features_finite_on_regular_graphs():
     f = topo_features(from_networkx(nx.cycle_graph(8)))
     assert torch.isfinite(f).all()
     assert f[4].item() == 0.0 and f[5].item() == 0.0
+
+
+def test_dense_topo_features_equal_the_networkx_path(monkeypatch):
+    import trainforge_w2pgnn.topo as topo
+    from trainforge_w2pgnn import sample_graphs, synthetic_graphon
+
+    gen = torch.Generator().manual_seed(0)
+    graphs = sample_graphs(synthetic_graphon(0, 30), 8, (3, 25), gen)
+    graphs = [g for g in graphs if g.edge_index.numel() > 0]
+    graphs += [_les_mis()[1], from_networkx(nx.cycle_graph(6)), from_networkx(nx.path_graph(5))]
+    fast = [topo.topo_features(g) for g in graphs]
+    monkeypatch.setattr(topo, "DENSE_MAX_NODES", 0)  # force networkx
+    for g, f in zip(graphs, fast, strict=True):
+        torch.testing.assert_close(f, topo.topo_features(g), atol=1e-12, rtol=0)

@@ -19,6 +19,7 @@ from trainforge_w2pgnn.feasibility import (
 )
 from trainforge_w2pgnn.graphon import (
     METHODS,
+    BarycenterConfig,
     Graphon,
     align_graphs,
     estimate_graphon,
@@ -39,6 +40,7 @@ __all__ = [
     "METHODS",
     "SPLITS",
     "TOPO_NAMES",
+    "BarycenterConfig",
     "EgoNetworks",
     "FeasibilityConfig",
     "FeasibilityResult",

@@ -21,6 +21,7 @@ from torch_geometric.data import Data
 
 __all__ = [
     "METHODS",
+    "BarycenterConfig",
     "Graphon",
     "align_graphs",
     "check_graphs",
@@ -31,7 +32,7 @@ __all__ = [
     "synthetic_graphon",
 ]
 
-METHODS = ("sas", "lg", "usvt", "mc")
+METHODS = ("sas", "lg", "usvt", "mc", "sba", "gwb", "sgwb", "fgwb", "sfgwb")
 """Graphon estimators `estimate_graphon` accepts as ``method``."""
 
 
@@ -195,26 +196,236 @@ def _matrix_completion(mean: np.ndarray) -> np.ndarray:
     return np.clip(approx / 2.0, 0.0, 1.0)
 
 
+def _sba(aligned: np.ndarray, threshold: float, seed: int) -> np.ndarray:
+    # Airoldi, Costa & Chan 2013, stochastic blockmodel approximation, as
+    # caoyxuan/W2PGNN:utils/learner.py:estimate_blocks_directed writes it: the graphs are split
+    # in two halves; nodes are visited in random order and join the block of the nearest
+    # pivot when the estimated distance d_hat is below `threshold`, else become a new pivot.
+    # d_hat(i, b) = sqrt(0.5 (|t1 + t2 - t3 - t4| + |t5 + t6 - t7 - t8|) / (n - 2)), the
+    # terms being w * sum over the other nodes s of products of the two halves' row (t1-t4)
+    # and column (t5-t8) sums, w = 1 / ((g/2 + 1) (n - g/2)) (the reference's weight,
+    # negative when n < g/2, which the absolute values absorb). Vectorised over pivots.
+    g, n = aligned.shape[0], aligned.shape[1]
+    half = g // 2
+    if (half + 1) * (n - half) == 0:
+        raise ValueError(
+            f"method='sba' is undefined for {g} graphs of at most {n} nodes: the reference's "
+            "weight 1 / ((g // 2 + 1) (n_max - g // 2)) divides by zero; use another number "
+            "of graphs or another method"
+        )
+    w = 1.0 / ((half + 1) * (n - half))
+    if g > 1:
+        total = aligned.sum(axis=0)
+        h1 = aligned[:half].sum(axis=0) if half > 1 else aligned[0]
+        h2 = aligned[half:].sum(axis=0) if g - half > 1 else aligned[-1]
+    else:
+        total = h1 = h2 = aligned[0]
+    rng = np.random.default_rng(seed)
+    order = [int(x) for x in rng.permutation(np.arange(1, n))] if n > 1 else []
+    pivots = [0]
+    labels = np.zeros(n, dtype=np.int64)
+    for i in order:
+        piv = np.asarray(pivots)
+        mask = np.ones((len(piv), n))
+        mask[:, i] = 0.0
+        mask[np.arange(len(piv)), piv] = 0.0
+        row = (
+            (h1[i] * h2[i])[None]
+            + h1[piv] * h2[piv]
+            - h1[i][None] * h2[piv]
+            - h1[piv] * h2[i][None]
+        )
+        col = (
+            (h1[:, i] * h2[:, i])[None]
+            + (h1[:, piv] * h2[:, piv]).T
+            - (h1[:, i][:, None] * h2[:, piv]).T
+            - (h1[:, piv] * h2[:, i][:, None]).T
+        )
+        t_row = np.abs(w * (mask * row).sum(axis=1))
+        t_col = np.abs(w * (mask * col).sum(axis=1))
+        dhat = np.sqrt(0.5 * (t_row + t_col) / max(n - 2, 1))
+        j = int(np.argmin(dhat))
+        if dhat[j] < threshold:
+            labels[i] = labels[pivots[j]]
+        else:
+            labels[i] = len(pivots)
+            pivots.append(i)
+    nb = len(pivots)
+    onehot = np.eye(nb)[labels]
+    counts = onehot.sum(axis=0)
+    prob = (onehot.T @ total @ onehot) / (g * np.outer(counts, counts))
+    return prob[np.ix_(labels, labels)]
+
+
+@dataclass(frozen=True)
+class BarycenterConfig:
+    """Settings of the GW-barycenter estimators (``gwb``, ``sgwb``, ``fgwb``, ``sfgwb``).
+
+    W2PGNN's ``utils/learner.py`` reads them from ``args`` without defining them; the
+    defaults are those of the code it comes from, ``HongtengXu/SGWB-Graphon:
+    run_comparison_synthetic.py``: ``alpha`` (smoothness weight, sgwb/sfgwb) 3e-4, ``beta``
+    (proximal weight of the inner OT) 5e-3, ``gamma`` (GW share of the fused cost,
+    fgwb/sfgwb; gwb/sgwb use 1) 0.1, ``inner_iters`` 50, ``outer_iters`` 20.
+    """
+
+    alpha: float = 3e-4
+    beta: float = 5e-3
+    gamma: float = 0.1
+    inner_iters: int = 50
+    outer_iters: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ValueError(f"BarycenterConfig.{name} must be a number > 0, got {v!r}")
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, int | float) or not 0 <= g <= 1:
+            raise ValueError(f"BarycenterConfig.gamma must be in [0, 1], got {g!r}")
+        for name in ("inner_iters", "outer_iters"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"BarycenterConfig.{name} must be an int >= 1, got {v!r}")
+
+
+def _degree_sorted(adjs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    # learner.py:align_graphs(padding=False): each graph sorted by descending degree, with
+    # its normalised degrees as the node distribution (n_i, 1).
+    graphs, probs = [], []
+    for a in adjs:
+        deg = 0.5 * a.sum(axis=0) + 0.5 * a.sum(axis=1)
+        deg = deg / deg.sum()
+        idx = np.argsort(deg, kind="stable")[::-1]
+        graphs.append(a[np.ix_(idx, idx)])
+        probs.append(deg[idx].reshape(-1, 1))
+    return graphs, probs
+
+
+def _target_distribution(probs: Sequence[np.ndarray], dim: int) -> np.ndarray:
+    # learner.py:estimate_target_distribution: each sorted distribution interpolated onto
+    # `dim` points, plus 1e-3, summed and normalised.
+    p_t = np.zeros((dim, 1))
+    x_t = np.linspace(0, 1, dim)
+    for p in probs:
+        p_s = np.sort(p[:, 0])[::-1]
+        p_t[:, 0] += np.interp(x_t, np.linspace(0, 1, p_s.shape[0]), p_s) + 1e-3
+    return p_t / p_t.sum()
+
+
+def _proximal_ot(
+    cost: np.ndarray,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    iters: int,
+    beta: float,
+    prior: np.ndarray | None = None,
+    error_bound: float = 1e-10,
+) -> np.ndarray:
+    # learner.py:proximal_ot: min <cost, T> + beta KL(T | prior) by Sinkhorn scaling.
+    kernel = np.exp(-cost / beta)
+    if prior is not None:
+        kernel = kernel * prior
+    a = np.ones(p1.shape) / p1.shape[0]
+    b = np.ones(p2.shape) / p2.shape[0]
+    err, i = np.inf, 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        while err > error_bound and i < iters:
+            b = p2 / (kernel.T @ a)
+            a_new = p1 / (kernel @ b)
+            err = np.abs(a_new - a).sum() / np.abs(a).sum()
+            a = a_new
+            i += 1
+        return (a @ b.T) * kernel
+
+
+def _gw_cost(cs: np.ndarray, ct: np.ndarray, t: np.ndarray, ps: np.ndarray, pt: np.ndarray):
+    # learner.py:gw_cost / node_cost_st: (C_s^2 p_s) 1' + 1 (C_t^2 p_t)' - 2 C_s T C_t'.
+    return ((cs**2) @ ps) + ((ct**2) @ pt).T - 2 * (cs @ t @ ct.T)
+
+
+def _gw_barycenter(adjs: Sequence[np.ndarray], method: str, cfg: BarycenterConfig) -> np.ndarray:
+    # learner.py:fgw_barycenter (gwb: gamma = 1; fgwb: gamma = cfg.gamma) and
+    # smoothed_fgw_barycenter (sgwb: gamma = 1; sfgwb), Xu et al. AAAI 2021: nb = n_max // h
+    # barycenter nodes with the averaged degree distribution p_b; transports initialised by
+    # proximal OT on the degree-distribution cost, then `outer_iters` rounds of (barycenter
+    # from the transported graphs, transports by proximal OT on the fused GW cost).
+    graphs, probs = _degree_sorted(adjs)
+    n_max = max(a.shape[0] for a in adjs)
+    h = int(np.log2(n_max) + 1)
+    nb = int(n_max / h)
+    smooth = method in ("sgwb", "sfgwb")
+    if nb < (3 if smooth else 1):
+        raise ValueError(
+            f"method={method!r} needs n_max // (log2(n_max) + 1) >= {3 if smooth else 1} "
+            f"barycenter nodes; the largest graph has {n_max} nodes"
+        )
+    gamma = 1.0 if method in ("gwb", "sgwb") else float(cfg.gamma)
+    p_b = _target_distribution(probs, nb)
+    ws = np.full(len(graphs), 1.0 / len(graphs))
+    if smooth:
+        # Second differences D (nb - 2, nb); barycenter = L2 A L2' + P2 A P2' with
+        # L2 = U diag(s / (s^2 + p_b^2)) U' from the SVD of alpha D'D, P2 = diag(p_b / (...)).
+        d = np.zeros((nb - 2, nb))
+        rows = np.arange(nb - 2)
+        d[rows, rows], d[rows, rows + 1], d[rows, rows + 2] = -1.0, 2.0, -1.0
+        us, ss, _ = np.linalg.svd(cfg.alpha * (d.T @ d))
+        denom = ss**2 + p_b[:, 0] ** 2
+        l2 = us @ np.diag(ss / denom) @ us.T
+        p2 = np.diag(p_b[:, 0] / denom)
+    cost_ps, trans, priors = [], [], []
+    for p in probs:
+        cost_p = p_b**2 + (p**2).T - 2 * (p_b @ p.T)
+        cost_p = cost_p / np.max(cost_p)
+        cost_ps.append(cost_p)
+        t = _proximal_ot(cost_p, p_b, p, cfg.inner_iters, cfg.beta)
+        trans.append(t)
+        priors.append(t + 1e-16)
+    bary = np.zeros((nb, nb))
+    for _ in range(cfg.outer_iters):
+        avg = sum(w * (t @ g @ t.T) for w, g, t in zip(ws, graphs, trans, strict=True))
+        bary = l2 @ avg @ l2.T + p2 @ avg @ p2.T if smooth else avg / (p_b @ p_b.T)
+        for i, (g, p) in enumerate(zip(graphs, probs, strict=True)):
+            cost = gamma * _gw_cost(bary, g, trans[i], p_b, p) + (1 - gamma) * cost_ps[i]
+            cost = cost / np.max(cost)
+            trans[i] = _proximal_ot(cost, p_b, p, cfg.inner_iters, cfg.beta, prior=priors[i])
+    if not np.isfinite(bary).all() or not all(np.isfinite(t).all() for t in trans):
+        raise FloatingPointError(
+            f"method={method!r}: the proximal OT overflowed (exp(-cost / beta) with "
+            f"beta={cfg.beta}); the reference would return NaN. Raise BarycenterConfig.beta"
+        )
+    return np.clip(bary, 0.0, 1.0)
+
+
 def estimate_graphon(
     graphs: Sequence[Data],
     method: str = "sas",
     resolution: int = 100,
     usvt_threshold: float = 2.02,
     tv_weight: float | None = None,
+    sba_threshold: float = 0.1,
+    seed: int = 0,
+    barycenter: BarycenterConfig | None = None,
 ) -> Graphon:
     """Estimate one graphon from a set of PyG graphs.
 
     Args:
         graphs: the graph set (``Data`` with ``edge_index``; every graph needs an edge).
         method: ``"sas"`` (sorting-and-smoothing, the reference's default path), ``"lg"``
-            (largest gap), ``"usvt"`` (universal singular value thresholding) or ``"mc"``
-            (matrix completion).
+            (largest gap), ``"usvt"`` (universal singular value thresholding), ``"mc"``
+            (matrix completion), ``"sba"`` (stochastic blockmodel approximation) or a
+            GW barycenter: ``"gwb"``, ``"sgwb"`` (smoothed), ``"fgwb"`` (fused with the degree
+            cost), ``"sfgwb"`` (both).
         resolution: side of the discretised graphon (the reference resizes to 1000; we
             default to 100, see the README's measured score stability).
         usvt_threshold: USVT's singular value threshold factor (``learner.py`` default 2.02).
         tv_weight: SAS's total-variation weight; ``None`` is the reference's ``h`` (the
             block size), which flattens low-contrast structure (see the README); 0 skips
             the denoising.
+        sba_threshold: SBA's distance threshold for joining a block
+            (``HongtengXu/SGWB-Graphon:run_comparison_synthetic.py`` ``--threshold-sba``
+            0.1; W2PGNN reads ``args.threshold_sba`` without defining it).
+        seed: SBA's node visiting order (the reference draws it from numpy's global state).
+        barycenter: :class:`BarycenterConfig` for the GW-barycenter methods.
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -222,8 +433,18 @@ def estimate_graphon(
     graphs = check_graphs(graphs)
     if tv_weight is not None and (not isinstance(tv_weight, int | float) or tv_weight < 0):
         raise ValueError(f"tv_weight must be None or a number >= 0, got {tv_weight!r}")
+    if isinstance(sba_threshold, bool) or not isinstance(sba_threshold, int | float):
+        raise TypeError(f"sba_threshold must be a number > 0, got {sba_threshold!r}")
+    if not (math.isfinite(sba_threshold) and sba_threshold > 0):
+        raise ValueError(f"sba_threshold must be a finite number > 0, got {sba_threshold!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if barycenter is not None and not isinstance(barycenter, BarycenterConfig):
+        raise TypeError(f"barycenter must be a BarycenterConfig, got {type(barycenter).__name__}")
     adjs = [graph_adjacency(g) for g in graphs]
-    return estimate_graphon_from_adjacency(adjs, method, resolution, usvt_threshold, tv_weight)
+    return estimate_graphon_from_adjacency(
+        adjs, method, resolution, usvt_threshold, tv_weight, sba_threshold, int(seed), barycenter
+    )
 
 
 def estimate_graphon_from_adjacency(
@@ -232,9 +453,27 @@ def estimate_graphon_from_adjacency(
     resolution: int = 100,
     usvt_threshold: float = 2.02,
     tv_weight: float | None = None,
+    sba_threshold: float = 0.1,
+    seed: int = 0,
+    barycenter: BarycenterConfig | None = None,
 ) -> Graphon:
     """:func:`estimate_graphon` on dense adjacency matrices (no validation of the graphs)."""
     method = method.lower()
+    if method in ("gwb", "sgwb", "fgwb", "sfgwb"):
+        step = _gw_barycenter(adjs, method, barycenter or BarycenterConfig())
+        step_t = torch.from_numpy(np.ascontiguousarray(step))
+        n_max = max(a.shape[0] for a in adjs)
+        return Graphon(resize_graphon(step_t, resolution), step_t, method, len(adjs), n_max)
+    if method == "sba":
+        # SBA needs the aligned graphs one by one (two halves), not only their sum.
+        n_max = max(a.shape[0] for a in adjs)
+        aligned = np.zeros((len(adjs), n_max, n_max))
+        for i, a in enumerate(adjs):
+            deg = 0.5 * a.sum(axis=0) + 0.5 * a.sum(axis=1)
+            idx = np.argsort(deg, kind="stable")[::-1]
+            aligned[i, : a.shape[0], : a.shape[0]] = a[np.ix_(idx, idx)]
+        step_t = torch.from_numpy(np.ascontiguousarray(_sba(aligned, sba_threshold, seed)))
+        return Graphon(resize_graphon(step_t, resolution), step_t, method, len(adjs), n_max)
     total, n_max = align_graphs(adjs)
     mean = total / len(adjs)
     # learner.py:estimate_graphon: block size h = int(log2(n_max) + 1), k = int(n_max / h).

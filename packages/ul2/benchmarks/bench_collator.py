@@ -131,6 +131,7 @@ def main() -> None:
     mixes = {
         "encoder_decoder": {},
         "decoder_only, prefix_lm_mask=False": {"arch": "decoder_only", "prefix_lm_mask": False},
+        "decoder_only, compact_mask=True": {"arch": "decoder_only", "compact_mask": True},
         "decoder_only, mask_dtype=torch.bool": {"arch": "decoder_only", "mask_dtype": torch.bool},
         "decoder_only (float32 4-D mask)": {"arch": "decoder_only"},
     }

@@ -13,6 +13,7 @@ from trainforge_ul2 import (
     UL2PackedDataset,
     add_ul2_tokens,
     denoise,
+    expand_prefix_lm_mask,
     find_sentinel_ids,
     noise_span_to_unique_sentinel,
     nonnoise_span_to_unique_sentinel,
@@ -222,3 +223,16 @@ def test_packed_dataset_bad_arguments(make_tok):
         UL2PackedDataset([[1, 2]], col, append_eos=1)
     with pytest.raises(TypeError, match="document 0"):
         list(UL2PackedDataset([np.ones((2, 2), dtype=np.int64)], col))
+
+
+def test_compact_mask_bad_input(tok):
+    with pytest.raises(ValueError, match="compact_mask=True needs arch='decoder_only'"):
+        DataCollatorForUL2(tok, compact_mask=True)
+    with pytest.raises(ValueError, match="compact_mask=True needs"):
+        DataCollatorForUL2(tok, arch="decoder_only", prefix_lm_mask=False, compact_mask=True)
+    with pytest.raises(TypeError, match="compact_mask must be a bool"):
+        DataCollatorForUL2(tok, arch="decoder_only", compact_mask=1)
+    with pytest.raises(TypeError, match="mapping"):
+        expand_prefix_lm_mask([1, 2])
+    with pytest.raises(ValueError, match="prefix_lengths"):
+        expand_prefix_lm_mask({"input_ids": torch.zeros(1, 4, dtype=torch.long)})

@@ -18,6 +18,7 @@ from trainforge_ul2 import (
     UL2PackedDataset,
     add_ul2_tokens,
     denoise,
+    expand_prefix_lm_mask,
     find_sentinel_ids,
     prefix_lm_attention_mask,
 )
@@ -232,3 +233,22 @@ def test_packed_dataset_under_dataloader_workers(tok, stream):
     assert batches and all(b["input_ids"].shape[1] == 256 for b in batches)
     firsts = {tuple(b["input_ids"][0, :20].tolist()) for b in batches}
     assert len(firsts) == len(batches)  # workers do not repeat each other
+
+
+def test_compact_mask_expands_to_the_4d_batch(tok, stream):
+    ex = [stream[:300], stream[300:600], stream[600:700]]
+    full = DataCollatorForUL2(tok, input_length=200, arch="decoder_only", seed=3)(ex)
+    col = DataCollatorForUL2(tok, input_length=200, arch="decoder_only", compact_mask=True, seed=3)
+    compact = col(ex)
+    assert compact["attention_mask"].shape == compact["input_ids"].shape
+    assert compact["prefix_lengths"].shape == (3,)
+    # the prefix covers the inputs (mode token .. EOS): exactly the keys every query sees
+    seen = full["attention_mask"][:, 0, 0] == 0
+    assert torch.equal(seen.sum(1), compact["prefix_lengths"])
+    out = expand_prefix_lm_mask(compact, dtype=torch.float32)
+    assert set(out) == set(full)
+    for key in full:
+        assert torch.equal(out[key], full[key]), key
+    bool_out = expand_prefix_lm_mask(compact, dtype=torch.bool, device="cpu")
+    assert torch.equal(bool_out["attention_mask"], full["attention_mask"] == 0)
+    assert "prefix_lengths" in compact  # the input batch is left as it was

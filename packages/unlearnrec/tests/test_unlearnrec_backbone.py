@@ -82,3 +82,50 @@ def test_gradients_match_dense_reference(tiny_graph):
     torch.testing.assert_close(
         pyg.init_embeddings().grad, dense.embedding.grad, atol=1e-5, rtol=1e-5
     )
+
+
+def test_retraining_handles_nodes_isolated_by_the_request(tiny_graph):
+    # removing (0, 0), (0, 1) and (3, 4) leaves user 0 and item 4 without any edge: they
+    # still exist and are ranked (the reference's _normalize_adj zeroes their rows)
+    import pytest
+
+    from trainforge_unlearnrec import recall_at_k, retrain_without
+
+    request = torch.tensor([[0, 0, 3], [0, 1, 4]])
+    bb = lightgcn(tiny_graph.num_nodes, 8, 3, seed=0)
+    remain, log = retrain_without(
+        bb, tiny_graph.train, request, 4, 5, epochs=3, batch_size=4, lr=1e-2
+    )
+    assert remain.size(1) == tiny_graph.train.size(1) - 3
+    assert len(log.losses) == 3 and all(torch.isfinite(torch.tensor(log.losses)))
+    with torch.no_grad():
+        emb = bb(tiny_graph.edge_index(remain))
+        e0 = bb.init_embeddings()
+    assert torch.isfinite(emb).all()
+    # an isolated node keeps its layer-0 term only
+    torch.testing.assert_close(emb[0], e0[0])
+    torch.testing.assert_close(emb[4 + 4], e0[4 + 4])
+    assert not torch.equal(emb[1], e0[1])
+    # user 0 (a test user with no remaining train edge) is ranked like any other
+    r = recall_at_k(emb[:4], emb[4:], remain, tiny_graph.test, k=5)
+    assert r == 1.0  # k = all items: every test item is found
+    # the same call on the graph itself: train_lightgcn allows it only when asked
+    bb2 = lightgcn(tiny_graph.num_nodes, 8, 3, seed=0)
+    train_lightgcn(bb2, remain, 4, 5, epochs=1, allow_isolated=True)
+    with pytest.raises(ValueError, match="isolated"):
+        train_lightgcn(bb2, remain, 4, 5, epochs=1)
+    # a user-supplied graph with isolated nodes is still bad input
+    with pytest.raises(ValueError, match="isolated"):
+        retrain_without(bb2, remain, torch.tensor([[1], [1]]), 4, 5, epochs=1)
+    with pytest.raises(ValueError, match="every edge"):
+        retrain_without(bb2, tiny_graph.train, tiny_graph.train, 4, 5, epochs=1)
+
+
+def test_sorted_membership_equals_isin():
+    from trainforge_unlearnrec.backbone import _in_sorted
+
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.sort(torch.randint(0, 500, (300,), generator=gen)).values
+    query = torch.randint(-5, 510, (1000,), generator=gen)
+    assert torch.equal(_in_sorted(query, keys), torch.isin(query, keys))
+    assert not _in_sorted(query, keys[:0]).any()

@@ -20,6 +20,7 @@ operations (:mod:`trainforge_ul2.denoisers`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,12 @@ class DataCollatorForUL2:
         seed: seed of the collator's generator (each DataLoader worker derives its own).
         mask_dtype: dtype of the 4-D mask: floating (additive, the model's compute dtype;
             eager and SDPA attention) or ``torch.bool`` (SDPA only; a quarter of the memory).
+        compact_mask: decoder-only prefix LM only: instead of the 4-D mask (``[B, 1, T, T]``,
+            256 MB per batch of 64 at T = 1023 in float32, which costs far more to build
+            than the denoising itself), return the 2-D padding ``attention_mask`` and
+            ``prefix_lengths`` ``[B]``; :func:`expand_prefix_lm_mask` turns that into the
+            4-D mask on the model's device in the training step (``model(**batch)`` on the
+            compact batch is refused by design: the prefix would be silently ignored).
     """
 
     def __init__(
@@ -166,6 +173,7 @@ class DataCollatorForUL2:
         sentinel_ids: Sequence[int] | None = None,
         seed: int = 0,
         mask_dtype: torch.dtype = torch.float32,
+        compact_mask: bool = False,
     ) -> None:
         _check_tokenizer(tokenizer)
         if not isinstance(mixture, Mixture):
@@ -190,6 +198,14 @@ class DataCollatorForUL2:
         self.arch: Arch = arch
         self.prefix_lm_mask = prefix_lm_mask
         self.mask_dtype = mask_dtype
+        if not isinstance(compact_mask, bool):
+            raise TypeError(f"compact_mask must be a bool, got {compact_mask!r}")
+        if compact_mask and not (arch == "decoder_only" and prefix_lm_mask):
+            raise ValueError(
+                "compact_mask=True needs arch='decoder_only' and prefix_lm_mask=True (it is a "
+                f"compact prefix-LM mask), got arch={arch!r}, prefix_lm_mask={prefix_lm_mask!r}"
+            )
+        self.compact_mask = compact_mask
         if tokenizer.eos_token_id is None:
             raise ValueError("tokenizer has no eos_token_id; UL2 appends EOS to inputs and targets")
         if tokenizer.pad_token_id is None:
@@ -312,10 +328,11 @@ class DataCollatorForUL2:
         t_len = np.zeros(b, dtype=np.int64)
         lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=b)
         keys = which * (int(lengths.max()) + 1) + lengths
-        for key in np.unique(keys):
-            rows = np.nonzero(keys == key)[0]
+        order = np.argsort(keys, kind="stable")  # rows of one (denoiser, length) together
+        cuts = np.flatnonzero(keys[order[1:]] != keys[order[:-1]]) + 1
+        for rows in np.split(order, cuts):
             plan = self.plans[int(which[rows[0]])]
-            group = np.stack([chunks[r] for r in rows]).astype(np.int64, copy=False)
+            group = np.stack([chunks[r] for r in rows.tolist()]).astype(np.int64, copy=False)
             g_in, g_in_len, g_t, g_t_len = _denoise_group(
                 gen, group, plan, self.sentinel_ids, self.eos_id, self.pad_id
             )
@@ -401,7 +418,10 @@ class DataCollatorForUL2:
         seq = np.where(from_in | from_t, seq, self.pad_id)
         labels = np.where(from_t, seq, LABEL_PAD)
         out = {"input_ids": torch.from_numpy(seq), "labels": torch.from_numpy(labels)}
-        if self.prefix_lm_mask:
+        if self.compact_mask:
+            out["attention_mask"] = torch.from_numpy((from_in | from_t).astype(np.int64))
+            out["prefix_lengths"] = torch.from_numpy(in_len)
+        elif self.prefix_lm_mask:
             out["attention_mask"] = prefix_lm_attention_mask(
                 torch.from_numpy(in_len), width, self.mask_dtype
             )
@@ -425,12 +445,49 @@ def prefix_lm_attention_mask(
     length = _check_int(length, "length", 1)
     if bool((prefix_lengths < 0).any()) or bool((prefix_lengths > length).any()):
         raise ValueError(f"prefix_lengths must lie in [0, {length}], got {prefix_lengths.tolist()}")
-    causal = torch.ones(length, length, dtype=torch.bool).tril_()
-    j = torch.arange(length).view(1, 1, length)
+    dev = prefix_lengths.device
+    causal = torch.ones(length, length, dtype=torch.bool, device=dev).tril_()
+    j = torch.arange(length, device=dev).view(1, 1, length)
     allowed = causal.unsqueeze(0) | (j < prefix_lengths.view(-1, 1, 1))
     if dtype == torch.bool:
         return allowed.unsqueeze(1)
     return (~allowed).to(dtype).mul_(torch.finfo(dtype).min).unsqueeze(1)
+
+
+def expand_prefix_lm_mask(
+    batch: Mapping[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """A compact decoder-only batch (``DataCollatorForUL2(..., compact_mask=True)``) made
+    ready for ``model(**batch)``: every tensor moved to ``device`` (default: where they
+    are) and ``prefix_lengths`` replaced by the 4-D prefix-LM ``attention_mask`` of
+    :func:`prefix_lm_attention_mask`, built there in one vectorised pass (on a GPU, far
+    cheaper than building and copying it on the DataLoader's CPU side)."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"batch must be a mapping of tensors, got {type(batch).__name__}")
+    for key in ("input_ids", "prefix_lengths"):
+        if not isinstance(batch.get(key), torch.Tensor):
+            raise ValueError(
+                f"batch has no tensor {key!r} (keys: {sorted(batch)}); expected a batch of "
+                "DataCollatorForUL2(..., arch='decoder_only', compact_mask=True)"
+            )
+    out = {
+        k: (v.to(device) if device is not None and isinstance(v, torch.Tensor) else v)
+        for k, v in batch.items()
+        if k != "prefix_lengths"
+    }
+    prefix = batch["prefix_lengths"].to(out["input_ids"].device)
+    out["attention_mask"] = prefix_lm_attention_mask(prefix, out["input_ids"].shape[1], dtype)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _mode_array(mode_ids: tuple[int, ...]) -> np.ndarray:
+    """The mode ids as a read-only int64 array (converted once, not per batch)."""
+    arr = np.asarray(mode_ids, dtype=np.int64)
+    arr.flags.writeable = False
+    return arr
 
 
 def _denoise_group(
@@ -445,19 +502,12 @@ def _denoise_group(
     last), their lengths, padded targets (EOS last) and their lengths."""
     g, length = tokens.shape
     d = plan.denoiser
-    mode = np.asarray(plan.mode_ids, dtype=np.int64)
+    mode = _mode_array(plan.mode_ids)
     m = mode.size
     if not d.is_prefix_lm:
-        body_in, body_t = _span_corrupt(
-            rng, tokens, d.noise_density, d.mean_noise_span_length, sentinel_ids
+        inputs, targets = _span_corrupt(
+            rng, tokens, d.noise_density, d.mean_noise_span_length, sentinel_ids, mode, eos_id
         )
-        inputs = np.empty((g, m + body_in.shape[1] + 1), dtype=np.int64)
-        inputs[:, :m] = mode
-        inputs[:, m:-1] = body_in
-        inputs[:, -1] = eos_id
-        targets = np.empty((g, body_t.shape[1] + 1), dtype=np.int64)
-        targets[:, :-1] = body_t
-        targets[:, -1] = eos_id
         return (
             inputs,
             np.full(g, inputs.shape[1], dtype=np.int64),

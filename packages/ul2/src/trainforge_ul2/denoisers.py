@@ -290,11 +290,12 @@ def _segment_lengths(rng: np.random.Generator, batch: int, items: int, segments:
         return np.ones((batch, segments), dtype=np.int64)
     threshold = np.partition(keys, segments - 2, axis=1)[:, segments - 2 : segments - 1]
     # item i + 1 starts a new segment when key i is among the smallest (ties have
-    # probability zero with 53-bit uniforms).
-    starts = np.nonzero(keys <= threshold)[1].reshape(batch, segments - 1) + 1
+    # probability zero with 53-bit uniforms). flatnonzero on the flat array is cheaper than
+    # a 2-D nonzero and returns each row's positions in order, row after row.
+    flat = np.flatnonzero(keys <= threshold).reshape(batch, segments - 1)
     bounds = np.empty((batch, segments + 1), dtype=np.int64)
     bounds[:, 0] = 0
-    bounds[:, 1:-1] = starts
+    np.subtract(flat, (np.arange(batch) * (items - 1) - 1)[:, None], out=bounds[:, 1:-1])
     bounds[:, -1] = items
     return np.diff(bounds, axis=1)
 
@@ -326,42 +327,67 @@ def random_spans_noise_mask(
 def _span_mask(
     rng: np.random.Generator, batch: int, length: int, density: float, mean_span: float
 ) -> np.ndarray:
-    return _span_layout(rng, batch, length, density, mean_span)[0]
-
-
-def _span_layout(
-    rng: np.random.Generator, batch: int, length: int, density: float, mean_span: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mask and the span lengths it was built from: ``(mask, noise_len, nonnoise_len)``."""
-    num_noise, num_spans, num_nonnoise = _span_counts(length, density, mean_span)
-    full = max(length, 2)
-    noise_len = _segment_lengths(rng, batch, num_noise, num_spans)
-    nonnoise_len = _segment_lengths(rng, batch, num_nonnoise, num_spans)
+    noise_len, nonnoise_len = _span_lengths(rng, batch, length, density, mean_span)
+    num_spans = noise_len.shape[1]
     interleaved = np.empty((batch, 2 * num_spans), dtype=np.int64)
     interleaved[:, 0::2] = nonnoise_len
     interleaved[:, 1::2] = noise_len
     # T5 marks the span starts, takes a cumulative sum and keeps the odd spans; repeating
     # the alternating pattern (non-noise, noise, ...) by the span lengths is the same mask.
     pattern = np.tile(np.array([False, True]), batch * num_spans)
-    mask = np.repeat(pattern, interleaved.reshape(-1)).reshape(batch, full)
-    return mask[:, :length], noise_len, nonnoise_len
+    mask = np.repeat(pattern, interleaved.reshape(-1)).reshape(batch, max(length, 2))
+    return mask[:, :length]
 
 
-def _insert_sentinels(
-    body: np.ndarray, before: np.ndarray, sentinel_ids: np.ndarray, width: int
+def _span_lengths(
+    rng: np.random.Generator, batch: int, length: int, density: float, mean_span: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The span lengths of a batch of masks: ``(noise_len, nonnoise_len)``, each
+    ``[batch, num_spans]``; non-noise span s precedes noise span s."""
+    num_noise, num_spans, num_nonnoise = _span_counts(length, density, mean_span)
+    noise_len = _segment_lengths(rng, batch, num_noise, num_spans)
+    nonnoise_len = _segment_lengths(rng, batch, num_nonnoise, num_spans)
+    return noise_len, nonnoise_len
+
+
+def _gather_with_sentinels(
+    tokens: np.ndarray,
+    sentinel_pos: np.ndarray,
+    jump_pos: np.ndarray,
+    jump: np.ndarray,
+    first: np.ndarray | int,
+    sentinel_ids: np.ndarray,
+    width: int,
+    lead: np.ndarray,
+    eos_id: int,
 ) -> np.ndarray:
-    """Rows of ``width`` ids: sentinel s placed after ``before[:, s]`` body tokens (``before``
-    is non-decreasing per row), the body tokens in order everywhere else."""
-    batch, spans = before.shape
+    """Rows of ``lead``, then ``width`` body ids, then ``eos_id``. Body position p reads
+    ``tokens`` at ``p + offset(p)``, where the offset starts at ``first`` and grows by
+    ``jump[:, s]`` at body position ``jump_pos[:, s]`` (a cumulative sum of a sparse
+    increment array: one pass, no boolean indexing); the sentinels are then written at body
+    positions ``sentinel_pos``."""
+    batch, spans = sentinel_pos.shape
     if spans > sentinel_ids.size:
         raise ValueError(
             f"{spans} noise spans need {spans} sentinels but only {sentinel_ids.size} are given"
         )
-    out = np.empty((batch, width), dtype=np.int64)
-    is_sentinel = np.zeros((batch, width), dtype=bool)
-    np.put_along_axis(is_sentinel, before + np.arange(spans), True, axis=1)
-    out[is_sentinel] = np.broadcast_to(sentinel_ids[:spans], (batch, spans)).reshape(-1)
-    out[~is_sentinel] = body.reshape(-1)
+    # flat indices throughout: take/put along an axis build a broadcast index per call
+    m = lead.size
+    total = m + width + 1
+    length = tokens.shape[1]
+    rows = np.arange(0, batch * total, total)[:, None]
+    delta = np.zeros((batch, total), dtype=np.int64)
+    # column m (body position 0) reads row b's token ``first``: src = col + cumsum(delta)
+    delta[:, m : m + 1] = first
+    delta[:, m : m + 1] += np.arange(-m, batch * length - m, length)[:, None]
+    delta.reshape(-1)[jump_pos + (rows + m)] = jump
+    src = np.cumsum(delta, axis=1, out=delta)
+    src += np.arange(total)
+    # the lead and EOS columns read anything in range (clip), then are overwritten
+    out = np.take(tokens, src, mode="clip")
+    out.reshape(-1)[sentinel_pos + (rows + m)] = sentinel_ids[None, :spans]
+    out[:, :m] = lead
+    out[:, -1] = eos_id
     return out
 
 
@@ -371,20 +397,53 @@ def _span_corrupt(
     density: float,
     mean_span: float,
     sentinel_ids: np.ndarray,
+    mode_ids: np.ndarray | None = None,
+    eos_id: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and targets (without EOS) of ``tokens`` ``[B, L]``, equal to
-    ``noise_span_to_unique_sentinel`` / ``nonnoise_span_to_unique_sentinel`` of the span
-    mask, built from the span lengths by index arithmetic."""
+    """Inputs (``mode_ids``, corrupted chunk, EOS) and targets (spans, EOS) of ``tokens``
+    ``[B, L]``, equal to ``noise_span_to_unique_sentinel`` /
+    ``nonnoise_span_to_unique_sentinel`` of the span mask plus the appendix's prompt and
+    EOS, built from the span lengths by index arithmetic (the mask is never built).
+
+    Layout: the chunk is non-noise span 0, noise span 0, non-noise span 1, ... The inputs
+    are non-noise span s then sentinel s, for every s; the targets sentinel s then noise
+    span s. Body position p of span s reads token ``p + offset_s``: for the inputs
+    ``offset_s = (noise tokens before span s) - s``, for the targets
+    ``(non-noise tokens up to span s) - s - 1``."""
     batch, length = tokens.shape
-    mask, noise_len, nonnoise_len = _span_layout(rng, batch, length, density, mean_span)
-    spans = noise_len.shape[1]
-    nonnoise_end = np.cumsum(nonnoise_len, axis=1)  # sentinel s follows non-noise span s
-    noise_start = np.cumsum(noise_len, axis=1) - noise_len  # sentinel s precedes noise span s
-    inputs = _insert_sentinels(
-        tokens[~mask], nonnoise_end, sentinel_ids, length - int(noise_len[0].sum()) + spans
+    lead = np.zeros(0, dtype=np.int64) if mode_ids is None else mode_ids
+    n_noise, spans, n_nonnoise = _span_counts(length, density, mean_span)
+    noise_len = _segment_lengths(rng, batch, n_noise, spans)
+    nonnoise_len = _segment_lengths(rng, batch, n_nonnoise, spans)
+    arange = np.arange(spans)
+    # inputs: sentinel s sits after the non-noise tokens of spans 0..s and s sentinels
+    in_sent = np.cumsum(nonnoise_len, axis=1)
+    in_sent += arange
+    inputs = _gather_with_sentinels(
+        tokens,
+        in_sent,
+        in_sent[:, :-1] + 1,
+        noise_len[:, :-1] - 1,
+        0,
+        sentinel_ids,
+        length - n_noise + spans,
+        lead,
+        eos_id,
     )
-    targets = _insert_sentinels(
-        tokens[mask], noise_start, sentinel_ids, int(noise_len[0].sum()) + spans
+    # targets: sentinel s sits after the noise tokens of spans 0..s-1 and s sentinels
+    t_sent = np.cumsum(noise_len, axis=1)
+    t_sent -= noise_len
+    t_sent += arange
+    targets = _gather_with_sentinels(
+        tokens,
+        t_sent,
+        t_sent[:, 1:],
+        nonnoise_len[:, 1:] - 1,
+        nonnoise_len[:, :1] - 1,
+        sentinel_ids,
+        n_noise + spans,
+        lead[:0],
+        eos_id,
     )
     return inputs, targets
 

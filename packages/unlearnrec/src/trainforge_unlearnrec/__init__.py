@@ -13,6 +13,7 @@ from trainforge_unlearnrec.backbone import (
     DenseLightGCN,
     PyGLightGCNAdapter,
     lightgcn,
+    retrain_without,
     sample_negatives,
     train_lightgcn,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "planted_communities",
     "pretrain",
     "recall_at_k",
+    "retrain_without",
     "sample_negatives",
     "sample_non_edges",
     "split_request",

@@ -26,6 +26,7 @@ from trainforge_unlearnrec.graph import (
     check_no_isolated,
     check_pairs,
     pair_keys,
+    split_request,
 )
 from trainforge_unlearnrec.losses import bpr_loss
 
@@ -159,6 +160,15 @@ class DenseLightGCN(nn.Module):
         return self.propagate(self.init_embeddings(), edge_index)
 
 
+def _in_sorted(query: Tensor, sorted_keys: Tensor) -> Tensor:
+    """``torch.isin(query, sorted_keys)`` for sorted keys by binary search: a batch of
+    queries against all edges of ML-100K was a third of a training epoch with isin."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(query, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, query).clamp_(max=sorted_keys.numel() - 1)
+    return sorted_keys[pos] == query
+
+
 def sample_negatives(
     pairs: Tensor, num_items: int, users: Tensor, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -171,7 +181,7 @@ def sample_negatives(
     keys = torch.sort(pair_keys(pairs, num_items)).values
     negs = torch.randint(num_items, users.shape, generator=generator)
     for _ in range(100):
-        bad = torch.isin(users * num_items + negs, keys)
+        bad = _in_sorted(users * num_items + negs, keys)
         if not bool(bad.any()):
             break
         negs[bad] = torch.randint(num_items, (int(bad.sum()),), generator=generator)
@@ -202,16 +212,26 @@ def train_lightgcn(
     lr: float = 1e-3,
     reg: float = 1e-7,
     seed: int = 0,
+    allow_isolated: bool = False,
 ) -> TrainLog:
     """BPR training of a base recommender on the full graph (reference base models:
-    batch 4096, lr 1e-3, reg 1e-7 on all parameters; Model.py ``LightGCN.cal_loss``)."""
+    batch 4096, lr 1e-3, reg 1e-7 on all parameters; Model.py ``LightGCN.cal_loss``).
+
+    A graph with isolated users or items is rejected unless ``allow_isolated=True``: a
+    graph left by an unlearning request may have them (use :func:`retrain_without`).
+    Isolated nodes get a zero row in the normalized adjacency, so their final embedding is
+    their layer-0 term, and they are still ranked (Shuvayu12/UnlearnRec2:data_handler.py
+    ``_normalize_adj`` sets the inf of ``degree ** -0.5`` to 0)."""
     if not isinstance(backbone, BaseRecAdapter):
         raise TypeError(
             "backbone must provide init_embeddings() and propagate(x0, edge_index), got "
             f"{type(backbone).__name__}"
         )
     train_pairs = check_pairs(train_pairs, num_users, num_items, "train_pairs")
-    check_no_isolated(train_pairs, num_users, num_items)
+    if not allow_isolated:
+        check_no_isolated(train_pairs, num_users, num_items)
+    if train_pairs.size(1) == 0:
+        raise ValueError("train_pairs is empty: BPR training needs at least one edge")
     if backbone.num_nodes != num_users + num_items:
         raise ValueError(
             f"backbone has {backbone.num_nodes} nodes but the graph has "
@@ -246,3 +266,46 @@ def train_lightgcn(
         log.debug("base epoch %d: loss %.4f", epoch, out.losses[-1])
     out.seconds = time.perf_counter() - start
     return out
+
+
+def retrain_without(
+    backbone: nn.Module,
+    train_pairs: Tensor,
+    request: Tensor,
+    num_users: int,
+    num_items: int,
+    **train_kwargs: object,
+) -> tuple[Tensor, TrainLog]:
+    """Full retraining baseline: train ``backbone`` from scratch on ``train_pairs`` minus
+    ``request``. Returns ``(remaining_pairs, log)``.
+
+    ``train_pairs`` itself must have no isolated node (bad input, as for
+    :func:`train_lightgcn`); users and items that only the request connected remain in the
+    model, keep their layer-0 embedding in propagation and are still ranked, as when the
+    reference retrains on its dropped matrix. ``train_kwargs`` go to :func:`train_lightgcn`.
+    """
+    train_pairs = check_pairs(train_pairs, num_users, num_items, "train_pairs")
+    check_no_isolated(train_pairs, num_users, num_items)
+    remain, _ = split_request(train_pairs, request, num_users, num_items)
+    if remain.size(1) == 0:
+        raise ValueError("request holds every edge of train_pairs: nothing is left to train on")
+    users = int((torch.bincount(remain[0], minlength=num_users) == 0).sum())
+    items = int((torch.bincount(remain[1], minlength=num_items) == 0).sum())
+    if users or items:
+        log.info(
+            "the request leaves %d users and %d items without interactions; they keep their "
+            "layer-0 embeddings",
+            users,
+            items,
+        )
+    if "allow_isolated" in train_kwargs:
+        raise TypeError("retrain_without sets allow_isolated itself; do not pass it")
+    out = train_lightgcn(
+        backbone,
+        remain,
+        num_users,
+        num_items,
+        allow_isolated=True,
+        **train_kwargs,  # type: ignore[arg-type]
+    )
+    return remain, out

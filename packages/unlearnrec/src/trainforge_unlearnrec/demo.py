@@ -23,7 +23,7 @@ import torch
 
 from trainforge_core.report import DemoReport
 from trainforge_core.technique import Technique
-from trainforge_unlearnrec.backbone import lightgcn, train_lightgcn
+from trainforge_unlearnrec.backbone import lightgcn, retrain_without, train_lightgcn
 from trainforge_unlearnrec.encoder import InfluenceEncoder, UnlearnRecModel
 from trainforge_unlearnrec.graph import (
     RecGraph,
@@ -127,7 +127,11 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         emb = base(graph.edge_index())
         results["original"] = {**measure(emb[:nu], emb[nu:]), "seconds": base_log.seconds}
     # 1. retraining without the fakes, same recipe (gold standard)
-    retrained, rt_log = train_base(remain, seed)
+    retrained = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
+    _, rt_log = retrain_without(
+        retrained, graph.train, fake, nu, ni,
+        epochs=s.base_epochs, batch_size=s.batch, lr=s.base_lr, seed=seed,
+    )  # fmt: skip
     with torch.no_grad():
         emb = retrained(graph.edge_index(remain))
     results["retrain"] = {**measure(emb[:nu], emb[nu:]), "seconds": rt_log.seconds}
@@ -220,7 +224,55 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         f"One seed ({seed}).",
     ]
     report.details.update(results=results, pretrain_gaps=pre_log.gaps, finetune_gaps=ft.gaps)
+    if out_dir is not None:
+        path = _plot(results, Path(out_dir) / "unlearnrec.png", graph.name)
+        if path is not None:
+            report.notes.append(f"Bar chart of the four methods: {path.name} in the output dir.")
     return report
+
+
+def _plot(results: dict[str, dict[str, float]], path: Path, title: str) -> Path | None:
+    """Bar charts (forgotten-edge score, Recall/NDCG@20, unlearning time) as a PNG."""
+    if importlib.util.find_spec("matplotlib") is None:
+        log.warning("matplotlib is not installed: no plot written")
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    methods = list(results)
+    labels = [m.replace("UnlearnRec ", "UR ") for m in methods]
+    xs = range(len(methods))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    ax = axes[0]
+    ax.bar(xs, [results[m]["forgotten"] for m in methods], color="tab:red")
+    ax.axhline(results["retrain"]["negatives"], color="k", ls="--", lw=1,
+               label="random non-edges (retrained)")  # fmt: skip
+    ax.set_title("score of the forgotten edges (lower = forgotten)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    width = 0.4
+    ax.bar([x - width / 2 for x in xs], [results[m]["recall"] for m in methods], width,
+           label="Recall@20")  # fmt: skip
+    ax.bar([x + width / 2 for x in xs], [results[m]["ndcg"] for m in methods], width,
+           label="NDCG@20")  # fmt: skip
+    ax.set_title("recommendation quality (test split)")
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    timed = [m for m in methods if m != "original"]
+    ax.bar(range(len(timed)), [results[m]["seconds"] for m in timed], color="tab:green")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(timed)), [labels[methods.index(m)] for m in timed], rotation=20)
+    ax.set_title("unlearning wall time (s, log)")
+    for ax in axes[:2]:
+        ax.set_xticks(list(xs), labels, rotation=20)
+    fig.suptitle(f"trainforge demo unlearnrec: {title}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 TECHNIQUE = Technique.from_package("trainforge_unlearnrec", run_demo)

@@ -75,11 +75,15 @@ class PS3Config:
         if list(scales) != sorted(set(scales)):
             raise ValueError(f"scales must be strictly increasing, got {scales}")
         if any(s % scales[0] for s in scales[1:]):
-            raise ValueError(f"every scale must be a multiple of scales[0]={scales[0]}, got {scales}")
+            raise ValueError(
+                f"every scale must be a multiple of scales[0]={scales[0]}, got {scales}"
+            )
         if isinstance(self.max_select, bool) or not isinstance(self.max_select, int):
             raise TypeError(f"max_select must be an int, got {self.max_select!r}")
         if self.max_select < len(scales) - 1:
-            raise ValueError(f"max_select must be >= the number of high-res scales, got {self.max_select}")
+            raise ValueError(
+                f"max_select must be >= the number of high-res scales, got {self.max_select}"
+            )
         if self.logit_scale <= 0 or self.logit_clamp <= 0:
             raise ValueError(
                 f"logit_scale and logit_clamp must be > 0, got {self.logit_scale}, {self.logit_clamp}"
@@ -124,6 +128,11 @@ class PS3Output:
 
 
 # -- functional pieces -------------------------------------------------------------------
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Interpolation runs in float32 at least (as the reference), float64 stays float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def scale_pos_embed(
     pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
 ) -> torch.Tensor:
@@ -133,7 +142,7 @@ def scale_pos_embed(
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
     c = pos_embed.shape[-1]
-    grid = pos_embed.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2).float()
+    grid = _upcast(pos_embed.reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2))
     side = max(new_grid)
     grid = F.interpolate(grid, size=(side, side), mode="bicubic", antialias=True)
     grid = grid[:, :, : new_grid[0], : new_grid[1]]
@@ -172,7 +181,9 @@ def selected_patch_embed(
         raise ValueError(f"image size {h}x{w} is not divisible by the patch size {p}")
     gh, gw = h // p, w // p
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= gh * gw):
-        raise ValueError(f"index must lie in [0, {gh * gw}), got [{int(index.min())}, {int(index.max())}]")
+        raise ValueError(
+            f"index must lie in [0, {gh * gw}), got [{int(index.min())}, {int(index.max())}]"
+        )
     grid = image.reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)  # a view
     rows, cols = index // gw, index % gw
     batch = torch.arange(b, device=image.device).unsqueeze(1)
@@ -253,7 +264,9 @@ def _check_trunk(trunk: nn.Module) -> None:
             "class_token=False, reg_tokens=0 and global_pool='map' or 'avg'"
         )
     if trunk.pos_embed is None:
-        raise ValueError("trunk has no absolute pos_embed (pos_embed=None); PS3 needs one per scale")
+        raise ValueError(
+            "trunk has no absolute pos_embed (pos_embed=None); PS3 needs one per scale"
+        )
     if not isinstance(getattr(trunk, "patch_drop", nn.Identity()), nn.Identity):
         raise ValueError("trunk uses patch dropout; PS3 needs patch_drop_rate=0 (as the reference)")
     proj = getattr(trunk.patch_embed, "proj", None)
@@ -318,7 +331,10 @@ class PS3Encoder(nn.Module):
 
         c, nl = self.width, len(self.select_layers)
         self.selection_feature_proj = Mlp(
-            in_features=c * nl, hidden_features=c * nl, out_features=c * n_high, norm_layer=nn.LayerNorm
+            in_features=c * nl,
+            hidden_features=c * nl,
+            out_features=c * n_high,
+            norm_layer=nn.LayerNorm,
         )
         self.prior_prompt = nn.Parameter(torch.randn(c))
         if config.separate_pos_emb:
@@ -331,8 +347,12 @@ class PS3Encoder(nn.Module):
             kernel = config.cue_kernel or 2 * self.patch
             self.cue_size = config.cue_size or 4 * config.scales[0]
             if self.cue_size % kernel:
-                raise ValueError(f"cue_size {self.cue_size} is not divisible by cue_kernel {kernel}")
-            self.highres_cue = ShallowConvNet(kernel, config.cue_hidden, config.cue_out, config.cue_depth)
+                raise ValueError(
+                    f"cue_size {self.cue_size} is not divisible by cue_kernel {kernel}"
+                )
+            self.highres_cue = ShallowConvNet(
+                kernel, config.cue_hidden, config.cue_out, config.cue_depth
+            )
             self.prompt_proj_for_highres = nn.Linear(c, config.cue_out * n_high)
         else:
             self.highres_cue = None
@@ -369,7 +389,7 @@ class PS3Encoder(nn.Module):
     def _resize(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if tuple(image.shape[-2:]) == tuple(size):
             return image
-        return F.interpolate(image.float(), size=size, mode="bicubic").to(image.dtype)
+        return F.interpolate(_upcast(image), size=size, mode="bicubic").to(image.dtype)
 
     # -- selection -----------------------------------------------------------------------
     def _probs(
@@ -382,10 +402,14 @@ class PS3Encoder(nn.Module):
         # _calculate_select_probs: cosine to the prompt per scale, optional high-res cue
         # averaged in after adaptive max pooling, x5, clamp, sigmoid; then the FIRST scale's
         # map is used for every scale, nearest-upsampled to each grid.
-        cos = (F.normalize(feats, dim=2) * F.normalize(prompt, dim=-1)[:, None, :, None, None]).sum(2)
+        cos = (F.normalize(feats, dim=2) * F.normalize(prompt, dim=-1)[:, None, :, None, None]).sum(
+            2
+        )
         if cue is not None:
             hp = self.prompt_proj_for_highres(prompt).view(prompt.shape[0], len(grids), -1)
-            hcos = (F.normalize(cue, dim=1).unsqueeze(1) * F.normalize(hp, dim=-1)[..., None, None]).sum(2)
+            hcos = (
+                F.normalize(cue, dim=1).unsqueeze(1) * F.normalize(hp, dim=-1)[..., None, None]
+            ).sum(2)
             cos = (cos + F.adaptive_max_pool2d(hcos, cos.shape[-2:])) / 2
         probs = selection_logits_to_probs(cos, self.config.logit_scale, self.config.logit_clamp)
         first = probs[:, :1]
@@ -395,7 +419,9 @@ class PS3Encoder(nn.Module):
         if prompt is None:
             return None
         if not isinstance(prompt, torch.Tensor):
-            raise TypeError(f"prompt must be a tensor of width {self.width}, got {type(prompt).__name__}")
+            raise TypeError(
+                f"prompt must be a tensor of width {self.width}, got {type(prompt).__name__}"
+            )
         if prompt.dim() == 1:
             prompt = prompt.unsqueeze(0).expand(batch, -1)
         if prompt.dim() != 2 or prompt.shape[-1] != self.width:
@@ -409,7 +435,9 @@ class PS3Encoder(nn.Module):
 
     def _check_image(self, image: torch.Tensor) -> None:
         if not isinstance(image, torch.Tensor):
-            raise TypeError(f"image must be a (B, 3, H, W) float tensor, got {type(image).__name__}")
+            raise TypeError(
+                f"image must be a (B, 3, H, W) float tensor, got {type(image).__name__}"
+            )
         in_chans = self.trunk.patch_embed.proj.in_channels
         if image.dim() != 4 or image.shape[1] != in_chans or not image.is_floating_point():
             raise ValueError(
@@ -427,13 +455,17 @@ class PS3Encoder(nn.Module):
         in (0, 1] of the high-res patches, or ``"all"``."""
         if isinstance(budget, str):
             if budget != "all":
-                raise ValueError(f"budget must be an int, a fraction in (0, 1] or 'all', got {budget!r}")
+                raise ValueError(
+                    f"budget must be an int, a fraction in (0, 1] or 'all', got {budget!r}"
+                )
             return available
         if isinstance(budget, bool) or not isinstance(budget, int | float):
             raise TypeError(f"budget must be an int, a fraction in (0, 1] or 'all', got {budget!r}")
         if isinstance(budget, float):
             if not 0.0 < budget <= 1.0:
-                raise ValueError(f"a float budget is a fraction and must lie in (0, 1], got {budget}")
+                raise ValueError(
+                    f"a float budget is a fraction and must lie in (0, 1], got {budget}"
+                )
             budget = max(1, round(budget * available))
         if budget <= 0:
             raise ValueError(f"budget must be >= 1 high-res token, got {budget}")
@@ -534,10 +566,17 @@ class PS3Encoder(nn.Module):
         probs = posterior if posterior is not None else prior
         if gt_map is not None:
             if gt_map.shape != (b, h, w):
-                raise ValueError(f"gt_map must be (B, H, W) = {(b, h, w)}, got {tuple(gt_map.shape)}")
+                raise ValueError(
+                    f"gt_map must be (B, H, W) = {(b, h, w)}, got {tuple(gt_map.shape)}"
+                )
             g1 = map_to_grid(gt_map, grids[0])
-            forced = [F.interpolate(g1.unsqueeze(1), size=g, mode="nearest").squeeze(1) for g in grids]
-            probs = [torch.where(f > 0, torch.ones_like(p), p) for f, p in zip(forced, probs, strict=True)]
+            forced = [
+                F.interpolate(g1.unsqueeze(1), size=g, mode="nearest").squeeze(1) for g in grids
+            ]
+            probs = [
+                torch.where(f > 0, torch.ones_like(p), p)
+                for f, p in zip(forced, probs, strict=True)
+            ]
 
         # NVlabs/PS3 forward: ceil(total / max_select) looks; all but the last take the full
         # per-look split, the last the rescaled remainder.
@@ -556,7 +595,9 @@ class PS3Encoder(nn.Module):
         high = torch.cat(outs, dim=1)
         pos = torch.cat(poss, dim=1)
         if looks > 1:  # raster order per scale over all looks (aggregate_features)
-            offsets = torch.tensor([0] + [gh * gw for gh, gw in grids], device=image.device).cumsum(0)
+            offsets = torch.tensor([0] + [gh * gw for gh, gw in grids], device=image.device).cumsum(
+                0
+            )
             widths = torch.tensor([1] + [gw for _, gw in grids], device=image.device)
             key = offsets[pos[..., 0] - 1] + pos[..., 1] * widths[pos[..., 0]] + pos[..., 2]
             order = key.argsort(dim=1)
@@ -594,7 +635,9 @@ class PS3Encoder(nn.Module):
         x = self.trunk.norm(tokens)
         if mask is not None:
             if mask.shape != tokens.shape[:2]:
-                raise ValueError(f"mask must be (B, N) = {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}")
+                raise ValueError(
+                    f"mask must be (B, N) = {tuple(tokens.shape[:2])}, got {tuple(mask.shape)}"
+                )
             mask = mask.bool()
             mask = mask | ~mask.any(dim=1, keepdim=True)
         ap = getattr(self.trunk, "attn_pool", None)

@@ -61,7 +61,9 @@ def box_supervision_loss(
         is_local = torch.ones(gt_map.shape[0], dtype=torch.bool, device=gt_map.device)
     is_local = is_local.bool().reshape(-1)
     if is_local.shape[0] != gt_map.shape[0]:
-        raise ValueError(f"is_local must be (B,) with B={gt_map.shape[0]}, got {tuple(is_local.shape)}")
+        raise ValueError(
+            f"is_local must be (B,) with B={gt_map.shape[0]}, got {tuple(is_local.shape)}"
+        )
     if not bool(is_local.any()):
         return probs[0].sum() * 0.0
     losses = []

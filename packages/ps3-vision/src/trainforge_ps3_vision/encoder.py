@@ -86,7 +86,8 @@ class PS3Config:
             )
         if self.logit_scale <= 0 or self.logit_clamp <= 0:
             raise ValueError(
-                f"logit_scale and logit_clamp must be > 0, got {self.logit_scale}, {self.logit_clamp}"
+                "logit_scale and logit_clamp must be > 0, got "
+                f"{self.logit_scale}, {self.logit_clamp}"
             )
         object.__setattr__(self, "scales", scales)
 
@@ -254,7 +255,8 @@ def _check_trunk(trunk: nn.Module) -> None:
     for attr in ("patch_embed", "blocks", "pos_embed", "norm_pre"):
         if not hasattr(trunk, attr):
             raise TypeError(
-                f"trunk must be a timm VisionTransformer (missing .{attr}), got {type(trunk).__name__}"
+                f"trunk must be a timm VisionTransformer (missing .{attr}), "
+                f"got {type(trunk).__name__}"
             )
     prefix = int(getattr(trunk, "num_prefix_tokens", 0))
     if prefix:
@@ -441,7 +443,8 @@ class PS3Encoder(nn.Module):
         in_chans = self.trunk.patch_embed.proj.in_channels
         if image.dim() != 4 or image.shape[1] != in_chans or not image.is_floating_point():
             raise ValueError(
-                f"image must be a float (B, {in_chans}, H, W) tensor, got {tuple(image.shape)} {image.dtype}"
+                f"image must be a float (B, {in_chans}, H, W) tensor, "
+                f"got {tuple(image.shape)} {image.dtype}"
             )
         h, w = image.shape[-2:]
         if h % self.patch or w % self.patch:
@@ -536,6 +539,8 @@ class PS3Encoder(nn.Module):
         budget: int | float | str = "all",
         prompt: torch.Tensor | None = None,
         gt_map: torch.Tensor | None = None,
+        select: str = "saliency",
+        generator: torch.Generator | None = None,
     ) -> PS3Output:
         """Encode ``image`` (B, 3, H, W) with ``budget`` high-res tokens chosen by saliency.
 
@@ -543,8 +548,12 @@ class PS3Encoder(nn.Module):
         (bottom-up) scores the patches. ``gt_map`` (B, H, W): pixels forced in (the
         reference's pre-training ``gt_selection_maps``: probability 1 inside the boxes).
         A budget above ``max_select`` runs several looks of at most ``max_select`` tokens on
-        not-yet-selected patches; looks do not attend to each other.
+        not-yet-selected patches; looks do not attend to each other. ``select="random"`` is
+        an ablation (not in the paper's method): patches drawn uniformly at random (from
+        ``generator``) under the same budget split, the probabilities still returned.
         """
+        if select not in ("saliency", "random"):
+            raise ValueError(f"select must be 'saliency' or 'random', got {select!r}")
         self._check_image(image)
         b, _, h, w = image.shape
         prompt = self._check_prompt(prompt, b)
@@ -578,6 +587,10 @@ class PS3Encoder(nn.Module):
                 for f, p in zip(forced, probs, strict=True)
             ]
 
+        if select == "random":
+            probs = [
+                torch.rand(p.shape, generator=generator, device="cpu").to(p.device) for p in probs
+            ]
         # NVlabs/PS3 forward: ceil(total / max_select) looks; all but the last take the full
         # per-look split, the last the rescaled remainder.
         per_look = selection_budget(self.config.scales, self.config.max_select)
@@ -624,8 +637,10 @@ class PS3Encoder(nn.Module):
         budget: int | float | str = "all",
         prompt: torch.Tensor | None = None,
         gt_map: torch.Tensor | None = None,
+        select: str = "saliency",
+        generator: torch.Generator | None = None,
     ) -> PS3Output:
-        return self.encode(image, budget=budget, prompt=prompt, gt_map=gt_map)
+        return self.encode(image, budget, prompt, gt_map, select, generator)
 
     # -- pooling -------------------------------------------------------------------------
     def pool(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

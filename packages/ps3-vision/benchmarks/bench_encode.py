@@ -9,7 +9,8 @@ Recipe (one process; every arm runs the same timm ViT weights):
 Trunk: a timm ViT-B/16 layout by default (width 768, depth 12, 12 heads; ``--vit`` sets
 width, depth, heads), MAP pooling, no prefix tokens, random weights (speed does not depend
 on them). PS3 scales are (S/4, S/2, S) for an S x S image, so the low-res view is
-(S/64)^2 tokens; the budget is a share of the (S/32)^2 + (S/16)^2 high-res patches, max_select = 2560 tokens per look (the paper's), the
+(S/64)^2 tokens; the budget is a share of the (S/32)^2 + (S/16)^2 high-res patches,
+max_select = 2560 tokens per look (the paper's), the
 high-res cue on. "full high-res" is the plain timm forward of the same ViT on the S x S
 image ((S/16)^2 tokens, dynamic_img_size). Latency: median of ``--repeats`` calls after
 warm-up (CUDA synchronised); peak memory: trainforge_core.bench.peak_memory (CUDA

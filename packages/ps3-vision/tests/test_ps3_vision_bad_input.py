@@ -42,6 +42,8 @@ def test_encode_rejects_bad_images_and_prompts(enc, image):
         enc.encode(image, budget=4, prompt=[0.0] * 32)
     with pytest.raises(ValueError, match="gt_map"):
         enc.encode(image, budget=4, gt_map=torch.zeros(2, 32, 32))
+    with pytest.raises(ValueError, match="select must be"):
+        enc.encode(image, budget=4, select="best")
 
 
 def test_trunks_it_cannot_host():

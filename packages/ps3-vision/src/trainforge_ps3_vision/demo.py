@@ -67,7 +67,7 @@ class _Setup:
     full_every: int  # a training pass over all high-res tokens every this many steps
 
 
-_QUICK = _Setup(128, 8, (32, 64, 128), 8, 32, 2, 30, 8, 32, 0.10, 2e-3, 4)
+_QUICK = _Setup(128, 8, (32, 64, 128), 8, 32, 2, 20, 8, 32, 0.10, 2e-3, 4)
 _FULL = _Setup(256, 8, (64, 128, 256), 12, 64, 4, 600, 16, 512, 0.10, 1e-3, 2)
 
 

@@ -550,7 +550,7 @@ class PS3Encoder(nn.Module):
         A budget above ``max_select`` runs several looks of at most ``max_select`` tokens on
         not-yet-selected patches; looks do not attend to each other. ``select="random"`` is
         an ablation (not in the paper's method): patches drawn uniformly at random (from
-        ``generator``) under the same budget split, the probabilities still returned.
+        ``generator``) under the same budget split; the prior and posterior maps still come back.
         """
         if select not in ("saliency", "random"):
             raise ValueError(f"select must be 'saliency' or 'random', got {select!r}")

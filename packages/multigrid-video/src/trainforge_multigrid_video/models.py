@@ -74,7 +74,8 @@ def check_variable_shape(
                     raise ValueError(
                         f"{type(model).__name__} cannot take input shape {tuple(x.shape)} "
                         f"({type(exc).__name__}: {exc}); multigrid needs a model with global "
-                        "(adaptive) pooling, or a timm ViT created with dynamic_img_size=True"
+                        "(adaptive) pooling, or a timm ViT created with dynamic_img_size=True (and "
+                        "dynamic_img_pad=True when a crop does not divide by the patch size)"
                     ) from exc
                 outs.append(tuple(y.shape))
     finally:

@@ -178,6 +178,21 @@ class MultigridSchedule:
                 )
 
         self.phases, self.lr_boundaries, self.lr_factors, self.max_epoch = self._build()
+        for p in self.phases:
+            b = p.batch_mult * self.batch_size
+            if b % self.world_size:
+                raise ValueError(
+                    f"batch_size={batch_size}: the phase batch {b} (x{p.batch_mult}) does not "
+                    f"divide by world_size={world_size}"
+                )
+            k = self.bn_splits_at(p.start) if p.epochs else 1
+            if (b // self.world_size) % k:
+                raise ValueError(
+                    f"batch_size={batch_size}: the per-device batch {b // self.world_size} of "
+                    f"phase {p} does not divide by its BN split count {k} (per-device batch / "
+                    f"bn_base_size={bn_base_size}); use a batch size that is a multiple of "
+                    "bn_base_size"
+                )
         log.info("multigrid schedule: %s", self.describe())
 
     # -- construction ----------------------------------------------------------------------

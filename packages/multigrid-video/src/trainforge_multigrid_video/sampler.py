@@ -210,11 +210,15 @@ def update_long_cycle(
     *,
     sampler: ShortCycleBatchSampler | None = None,
     model: nn.Module | None = None,
+    scheduler: Any = None,
     base_rate: int = 1,
 ) -> Phase:
     """Before epoch ``epoch``: set the sampler's long-cycle shape and the model's
     SubBatchNorm split count for the phase (no model rebuild, no checkpoint reload, unlike
-    SlowFast's train_net). Forwards ``set_epoch`` to the sampler. Returns the phase."""
+    SlowFast's train_net). Forwards ``set_epoch`` to the sampler. With a
+    :class:`MultigridLR` ``scheduler``, moves it to ``epoch`` and sets its iterations per
+    epoch to ``len(sampler)``, so ``scheduler.step()`` after each ``optimizer.step()``
+    advances in fractional epochs. Returns the phase."""
     if not isinstance(schedule, MultigridSchedule):
         raise TypeError(f"schedule must be a MultigridSchedule, got {type(schedule).__name__}")
     phase = schedule.phase_at(epoch)
@@ -226,6 +230,14 @@ def update_long_cycle(
         sampler.set_epoch(int(epoch))
     if model is not None:
         set_num_splits(model, schedule.bn_splits_at(epoch))
+    if scheduler is not None:
+        from trainforge_multigrid_video.lr import MultigridLR
+
+        if not isinstance(scheduler, MultigridLR):
+            raise TypeError(f"scheduler must be a MultigridLR, got {type(scheduler).__name__}")
+        if sampler is not None:
+            scheduler.set_iters_per_epoch(max(len(sampler), 1))
+        scheduler.step(float(epoch))
     return phase
 
 

@@ -95,10 +95,10 @@ def train_schedule(
     res = RunResult(0.0, 0, 0, 0.0, 0.0, 0.0, schedule.max_epoch)
     model.train()
     for epoch in range(schedule.max_epoch):
-        phase = update_long_cycle(schedule, epoch, sampler=sampler, model=model, base_rate=base_rate)
-        n_iter = max(len(sampler), 1)
+        phase = update_long_cycle(
+            schedule, epoch, sampler=sampler, model=model, scheduler=sched, base_rate=base_rate
+        )
         it = iter(loader)
-        i = 0
         while True:
             t0 = time.perf_counter()
             try:
@@ -114,8 +114,7 @@ def train_schedule(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            i += 1
-            sched.step(epoch + min(i / n_iter, 0.999999))
+            sched.step()
             t2 = time.perf_counter()
             res.data_s += t1 - t0
             res.step_s += t2 - t1

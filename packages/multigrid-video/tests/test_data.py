@@ -60,7 +60,9 @@ def test_smaller_crops_are_resized_from_the_largest(frames):
     full = te[GridIndex(0, 2, 16, 8)][0]
     small = te[GridIndex(0, 0, 8, 8)][0]
     assert small.shape == (3, 8, 8, 8)
-    ref = torch.nn.functional.interpolate(full.permute(1, 0, 2, 3), size=(8, 8), mode="bilinear", antialias=True)
+    ref = torch.nn.functional.interpolate(
+        full.permute(1, 0, 2, 3), size=(8, 8), mode="bilinear", antialias=True
+    )
     assert torch.allclose(small, ref.permute(1, 0, 2, 3), atol=1e-6)
     # Coarse T with a long stride still spans the window.
     coarse = te[GridIndex(0, 2, 16, 2, 4, 4)][0]

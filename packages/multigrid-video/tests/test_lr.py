@@ -9,7 +9,9 @@ import torch
 
 from trainforge_multigrid_video import MultigridLR, MultigridSchedule
 
-KINETICS = dict(batch_size=64, num_frames=32, crop_size=224, lr_steps=[0, 94, 154, 196], max_epoch=239)
+KINETICS = dict(
+    batch_size=64, num_frames=32, crop_size=224, lr_steps=[0, 94, 154, 196], max_epoch=239
+)
 
 
 def _opt(lr=0.1):
@@ -38,7 +40,9 @@ def test_is_a_torch_lr_scheduler_and_matches_reference():
     for e in [0.0, 0.5, 10.25, 33.9, 34.0, 72.99, 73.0, 150.5, 330.0, 343.0, 357.9]:
         opt.step()
         sched.step(e)
-        assert opt.param_groups[0]["lr"] == pytest.approx(_reference_lr(s, 0.1, 34.0, 0.01, e), rel=1e-9)
+        assert opt.param_groups[0]["lr"] == pytest.approx(
+            _reference_lr(s, 0.1, 34.0, 0.01, e), rel=1e-9
+        )
         assert sched.get_last_lr() == [opt.param_groups[0]["lr"]]
 
 

@@ -34,8 +34,14 @@ def _tiny_vit(dynamic: bool, pad: bool = True):
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
-        img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5,
-        dynamic_img_size=dynamic, dynamic_img_pad=pad,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+        num_classes=5,
+        dynamic_img_size=dynamic,
+        dynamic_img_pad=pad,
     )
 
 
@@ -82,7 +88,9 @@ def test_torchvision_video_models_built_without_weights(builder):
 
 
 def test_model_without_global_pool_is_a_clear_error():
-    fixed = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 4 * 16 * 16, 3))
+    fixed = nn.Sequential(
+        nn.Conv3d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 4 * 16 * 16, 3)
+    )
     with pytest.raises(ValueError, match="cannot take input shape"):
         check_variable_shape(fixed, [(4, 16, 16), (2, 11, 11)])
     flat = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten())
@@ -92,5 +100,7 @@ def test_model_without_global_pool_is_a_clear_error():
 
 def test_tiny_video_cnn_takes_every_multigrid_shape():
     sched = MultigridSchedule(8, 16, 32, [0, 12, 18], 24)
-    shapes = {(p.num_frames, c, c) for p in sched.phases for _, c in sched.short_cycle_crops(p.start)}
+    shapes = {
+        (p.num_frames, c, c) for p in sched.phases for _, c in sched.short_cycle_crops(p.start)
+    }
     check_variable_shape(tiny_video_cnn(6), sorted(shapes))

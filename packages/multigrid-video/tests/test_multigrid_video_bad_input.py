@@ -192,7 +192,9 @@ def test_data_and_train_reject():
     with pytest.raises(ValueError, match="split"):
         SkvideoClipTask("val", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
     with pytest.raises(ValueError, match="labels"):
-        SkvideoClipTask("train", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)], labels="x")
+        SkvideoClipTask(
+            "train", 8, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)], labels="x"
+        )
     with pytest.raises(ValueError, match="num_frames"):
         SkvideoClipTask("train", 0, 16, frames=[torch.zeros(40, 3, 20, 20, dtype=torch.uint8)])
     with pytest.raises(ValueError, match="fewer than a clip's span"):

@@ -35,7 +35,7 @@ def test_batch_sizes_cycle_at_full_and_reduced_crop():
 def test_constant_work_per_batch(crop):
     B, T = 8, 16
     s = ShortCycleBatchSampler(SequentialSampler(range(500)), B, crop, 224, num_frames=T)
-    work = [len(b) * b[0].num_frames * b[0].crop**2 for b in list(s)[:3]]
+    work = [len(b) * b[0].num_frames * b[0].crop ** 2 for b in list(s)[:3]]
     assert max(work) / min(work) - 1 <= 0.03, work
 
 
@@ -104,11 +104,13 @@ def test_loop_with_update_long_cycle_and_dataloader():
     seen_shapes = set()
     for epoch in range(sched.max_epoch):
         phase = update_long_cycle(sched, epoch, sampler=sampler, model=model, scheduler=lr)
-        assert lr.epoch == epoch and opt.param_groups[0]["lr"] == pytest.approx(0.1 * sched.lr_factor_at(epoch))
+        assert lr.epoch == epoch and opt.param_groups[0]["lr"] == pytest.approx(
+            0.1 * sched.lr_factor_at(epoch)
+        )
         assert lr._increment == pytest.approx(1 / max(len(sampler), 1))
         bn = model[1]
         assert bn.num_splits == sched.bn_splits_at(epoch)
-        for x, y in loader:
+        for x, _y in loader:
             assert x.shape[2] == phase.num_frames
             assert x.shape[0] in sampler.batch_sizes
             seen_shapes.add(tuple(x.shape[1:]))

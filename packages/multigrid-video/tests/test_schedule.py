@@ -8,7 +8,9 @@ import pytest
 
 from trainforge_multigrid_video import MultigridSchedule
 
-KINETICS = dict(batch_size=64, num_frames=32, crop_size=224, lr_steps=[0, 94, 154, 196], max_epoch=239)
+KINETICS = dict(
+    batch_size=64, num_frames=32, crop_size=224, lr_steps=[0, 94, 154, 196], max_epoch=239
+)
 # configs/Kinetics/SLOWFAST_8x8_R50_stepwise_multigrid.yaml; ends as printed in SlowFast #231.
 KINETICS_ENDS = [73, 110, 142, 158, 205, 228, 248, 259, 291, 308, 322, 329, 358]
 KINETICS_SHAPES = [(8, 8, 158), (4, 16, 158), (2, 16, 224), (1, 32, 224)] * 3 + [(1, 32, 224)]
@@ -38,7 +40,21 @@ def test_kinetics_iteration_saving_matches_spec():
 def test_long_cycle_only_table():
     # Spec (d)1: a = [8, 4, 2, 1], r = 3.75; the reference crashes here (IndexError).
     s = MultigridSchedule(**KINETICS, short_cycle=False)
-    assert [p.end for p in s.phases] == [87, 130, 152, 162, 218, 245, 259, 266, 305, 324, 334, 339, 358]
+    assert [p.end for p in s.phases] == [
+        87,
+        130,
+        152,
+        162,
+        218,
+        245,
+        259,
+        266,
+        305,
+        324,
+        334,
+        339,
+        358,
+    ]
     assert [p.batch_mult for p in s.phases] == [8, 4, 2, 1] * 3 + [1]
     assert s.short_cycle_crops(0) == [(512, 158)]
 
@@ -48,8 +64,10 @@ def test_long_cycle_epoch_split_independent_recompute():
     the implementation's loop) for a small schedule."""
     B, T, S, steps, E, ef = 8, 16, 32, [0, 12, 18], 24, 1.5
     s = MultigridSchedule(B, T, S, steps, E, short_cycle=False, epoch_factor=ef)
-    mult = [round(T * S * S / (round(T * t) * round(S * f) ** 2)) for t, f in
-            [(0.25, 0.5**0.5), (0.5, 0.5**0.5), (0.5, 1), (1, 1)]]
+    mult = [
+        round(T * S * S / (round(T * t) * round(S * f) ** 2))
+        for t, f in [(0.25, 0.5**0.5), (0.5, 0.5**0.5), (0.5, 1), (1, 1)]
+    ]
     raw = []
     for k in range(len(steps) - 1):
         d = steps[k + 1] - steps[k]

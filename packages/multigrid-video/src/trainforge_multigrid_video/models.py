@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 
-def tiny_video_cnn(num_classes: int, width: int = 16, in_chans: int = 3, seed: int = 0) -> nn.Module:
+def tiny_video_cnn(
+    num_classes: int, width: int = 16, in_chans: int = 3, seed: int = 0
+) -> nn.Module:
     """A small 3D CNN (3 conv-BN-ReLU blocks, global average pool, linear head) that takes
     any ``(N, C, T, H, W)`` with ``T >= 1`` and ``H, W >= 4``."""
     for name, v in (("num_classes", num_classes), ("width", width), ("in_chans", in_chans)):
@@ -54,7 +56,9 @@ def check_variable_shape(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     shapes = list(shapes)
     if not shapes or any(
-        not isinstance(s, tuple | list) or len(s) not in (2, 3) or any(not isinstance(v, int) or v < 1 for v in s)
+        not isinstance(s, tuple | list)
+        or len(s) not in (2, 3)
+        or any(not isinstance(v, int) or v < 1 for v in s)
         for s in shapes
     ):
         raise ValueError(f"shapes must be a non-empty list of (T, H, W) or (H, W), got {shapes!r}")
@@ -90,9 +94,12 @@ def check_variable_shape(
 def _check_timm_vit(model: nn.Module) -> None:
     """timm ViTs without ``dynamic_img_size`` fail on other sizes with an assertion deep in
     the patch embedding; say what to do instead."""
-    if hasattr(model, "patch_embed") and hasattr(model, "dynamic_img_size"):
-        if not model.dynamic_img_size:
-            raise ValueError(
-                f"{type(model).__name__} was created with dynamic_img_size=False; create it "
-                "with timm.create_model(..., dynamic_img_size=True) so multigrid's crops work"
-            )
+    if (
+        hasattr(model, "patch_embed")
+        and hasattr(model, "dynamic_img_size")
+        and not model.dynamic_img_size
+    ):
+        raise ValueError(
+            f"{type(model).__name__} was created with dynamic_img_size=False; create it "
+            "with timm.create_model(..., dynamic_img_size=True) so multigrid's crops work"
+        )

@@ -86,7 +86,9 @@ class ShortCycleBatchSampler(Sampler[list[GridIndex]]):
         sampling_rate: tuple[int, int] = (1, 1),
     ) -> None:
         if not isinstance(sampler, Sampler):
-            raise TypeError(f"sampler must be a torch.utils.data.Sampler, got {type(sampler).__name__}")
+            raise TypeError(
+                f"sampler must be a torch.utils.data.Sampler, got {type(sampler).__name__}"
+            )
         if not isinstance(drop_last, bool):
             raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
         if not isinstance(short_cycle, bool):
@@ -122,14 +124,17 @@ class ShortCycleBatchSampler(Sampler[list[GridIndex]]):
             or sampling_rate[0] > sampling_rate[1]
         ):
             raise ValueError(
-                f"sampling_rate must be (min, max) positive ints with min <= max, got {sampling_rate!r}"
+                "sampling_rate must be (min, max) positive ints with min <= max, "
+                f"got {sampling_rate!r}"
             )
         self.batch_size = batch_size
         self.num_frames = num_frames
         self.crop_size = crop_size
         self.sampling_rate = (int(sampling_rate[0]), int(sampling_rate[1]))
         if self.short_cycle:
-            self.pairs = short_cycle_pairs(batch_size, crop_size, self.default_crop_size, self.factors)
+            self.pairs = short_cycle_pairs(
+                batch_size, crop_size, self.default_crop_size, self.factors
+            )
         else:
             self.pairs = [(batch_size, crop_size)]
 
@@ -166,7 +171,7 @@ class ShortCycleBatchSampler(Sampler[list[GridIndex]]):
     def __len__(self) -> int:
         avg = sum(self.batch_sizes) / len(self.pairs)
         n = len(self.sampler)  # type: ignore[arg-type]
-        return int(math.floor(n / avg)) if self.drop_last else int(math.ceil(n / avg))
+        return math.floor(n / avg) if self.drop_last else math.ceil(n / avg)
 
     @classmethod
     def from_schedule(
@@ -224,7 +229,9 @@ def update_long_cycle(
     phase = schedule.phase_at(epoch)
     if sampler is not None:
         if not isinstance(sampler, ShortCycleBatchSampler):
-            raise TypeError(f"sampler must be a ShortCycleBatchSampler, got {type(sampler).__name__}")
+            raise TypeError(
+                f"sampler must be a ShortCycleBatchSampler, got {type(sampler).__name__}"
+            )
         b, t, s = _per_process_shape(schedule, epoch)
         sampler.set_long_cycle(b, t, s, schedule.sampling_rate_range(epoch, base_rate))
         sampler.set_epoch(int(epoch))
@@ -263,7 +270,10 @@ class MultigridDataset(Dataset):
         self.base = base
         self.transform = transform
         self.default = GridIndex(
-            0, 2, _check_pos_int("default_crop", default_crop), _check_pos_int("default_frames", default_frames)
+            0,
+            2,
+            _check_pos_int("default_crop", default_crop),
+            _check_pos_int("default_frames", default_frames),
         )
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ the linear warm-up) and ``facebookresearch/SlowFast:slowfast/utils/misc.py``
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -144,8 +145,10 @@ class MultigridSchedule:
         if not steps or any(isinstance(s, bool) or not isinstance(s, int) for s in steps):
             raise TypeError(f"lr_steps must be a non-empty sequence of ints, got {lr_steps!r}")
         if steps[0] != 0:
-            raise ValueError(f"lr_steps must start at 0 (the reference's SOLVER.STEPS), got {steps}")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(
+                f"lr_steps must start at 0 (the reference's SOLVER.STEPS), got {steps}"
+            )
+        if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"lr_steps must be strictly increasing, got {steps}")
         if max_epoch <= steps[-1]:
             raise ValueError(
@@ -157,7 +160,9 @@ class MultigridSchedule:
             long_factors = DEFAULT_LONG_FACTORS if temporal else DEFAULT_SPATIAL_LONG_FACTORS
         pairs = [tuple(p) for p in long_factors]
         if not pairs or any(len(p) != 2 for p in pairs):
-            raise ValueError(f"long_factors must be a non-empty list of (t, s) pairs, got {long_factors!r}")
+            raise ValueError(
+                f"long_factors must be a non-empty list of (t, s) pairs, got {long_factors!r}"
+            )
         for i, (t, s) in enumerate(pairs):
             _check_float(f"long_factors[{i}][0]", t, 0.0, 1.0, low_open=True)
             _check_float(f"long_factors[{i}][1]", s, 0.0, 1.0, low_open=True)
@@ -207,9 +212,7 @@ class MultigridSchedule:
             max_epoch = int(E * ef)
             ends = [*bounds[1:], max_epoch]
             factors = [self.gamma**k for k in range(len(bounds))]
-            phases = [
-                Phase(k, 1, T, S, bounds[k], ends[k], factors[k]) for k in range(len(bounds))
-            ]
+            phases = [Phase(k, 1, T, S, bounds[k], ends[k], factors[k]) for k in range(len(bounds))]
             return phases, bounds, factors, max_epoch
 
         default_size = float(T * S * S)
@@ -243,10 +246,8 @@ class MultigridSchedule:
                 total_iters += ep / avg_mult[j]
                 raw.append((k, shape, ep))
         k_last = len(steps) - 1
-        if total_iters > 0:
-            saving = steps[-1] / total_iters
-        else:  # a single LR stage (lr_steps == [0]): nothing to split, no saving measured
-            saving = 1.0
+        # A single LR stage (lr_steps == [0]) has nothing to split: no saving measured.
+        saving = steps[-1] / total_iters if total_iters > 0 else 1.0
         # The fine-tune stage runs the finest long shape with the same iteration saving.
         # SlowFast indexes all_shapes[-1][2], which exists only with short cycles (an
         # IndexError with LONG_CYCLE=True, SHORT_CYCLE=False); we take the last long-cycle
@@ -259,7 +260,7 @@ class MultigridSchedule:
         cum, prev_end = 0.0, 0
         for k, (m, t, s), ep in raw:
             cum += ep * x
-            end = int(round(cum))
+            end = round(cum)
             phases.append(Phase(k, m, t, s, prev_end, end, self.gamma**k * m))
             prev_end = end
         max_epoch = phases[-1].end
@@ -387,8 +388,8 @@ def short_cycle_pairs(
     pairs = []
     for i, f in enumerate(factors):
         _check_float(f"factors[{i}]", f, 0.0, 1.0, low_open=True)
-        c = int(round(f * default_crop))
-        m = int(round((crop / (f * default_crop)) ** 2))
+        c = round(f * default_crop)
+        m = round((crop / (f * default_crop)) ** 2)
         if m < 1 or c > crop:
             c, m = crop, 1
         pairs.append((batch_size * m, max(c, 1)))

@@ -120,7 +120,9 @@ class _SubBatchNorm(nn.Module):
             )
         n, c = x.shape[0], x.shape[1]
         if c != self.num_features:
-            raise ValueError(f"input has {c} channels, {type(self).__name__} has {self.num_features}")
+            raise ValueError(
+                f"input has {c} channels, {type(self).__name__} has {self.num_features}"
+            )
         shape = (1, c) + (1,) * (self._ndim - 2)
         if self.training or not self.track_running_stats:
             k = self._num_splits
@@ -138,7 +140,7 @@ class _SubBatchNorm(nn.Module):
                     else float(self.momentum)
                 )
             y = F.batch_norm(
-                x.reshape((n // k, c * k) + tuple(x.shape[2:])),
+                x.reshape((n // k, c * k, *tuple(x.shape[2:]))),
                 self.split_running_mean if self.training else None,
                 self.split_running_var if self.training else None,
                 None,
@@ -258,7 +260,9 @@ def convert_to_sub_bn(model: nn.Module, num_splits: int = 1) -> list[Replacement
         return new.train(m.training)
 
     done = replace_modules(model, is_bn, make, what="convert_to_sub_bn")
-    log.info("convert_to_sub_bn: %d BatchNorm layers -> SubBatchNorm (splits %d)", len(done), num_splits)
+    log.info(
+        "convert_to_sub_bn: %d BatchNorm layers -> SubBatchNorm (splits %d)", len(done), num_splits
+    )
     return done
 
 

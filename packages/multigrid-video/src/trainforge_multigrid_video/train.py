@@ -85,7 +85,9 @@ def train_schedule(
         convert_to_sub_bn(model)
     # SGD with momentum 0.9 and weight decay 1e-4, as SlowFast's Kinetics configs.
     opt = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=0.9, weight_decay=weight_decay)
-    sched = MultigridLR(opt, schedule, base_lr=base_lr, warmup_epochs=warmup_epochs, warmup_start_lr=base_lr / 10)
+    sched = MultigridLR(
+        opt, schedule, base_lr=base_lr, warmup_epochs=warmup_epochs, warmup_start_lr=base_lr / 10
+    )
     gen = torch.Generator().manual_seed(seed)
     sampler = ShortCycleBatchSampler.from_schedule(
         RandomSampler(range(len(train_set)), generator=gen), schedule, 0, base_rate

@@ -201,7 +201,9 @@ class SkvideoClipTask:
         video = self.videos[item.video]
         n, h, w = video.shape[0], video.shape[-2], video.shape[-1]
         train = self.split == "train"
-        rng = random.Random() if train else random.Random(g.index)
+        # Training draws come from torch's global RNG (seeded by the training loop, so a run
+        # is reproducible in the main process); test clips are fixed per index.
+        rng = random.Random(int(torch.randint(2**31, (1,)))) if train else random.Random(g.index)
         rate = g.draw_rate(rng) if train else g.min_rate
         span = (g.num_frames - 1) * rate + 1
         if span > n:  # coarse-T clip with a long stride: fall back to the widest that fits

@@ -43,7 +43,9 @@ class _Setup:
 
 
 _QUICK = _Setup(batch=8, frames=8, crop=16, items=128, epochs=4, width=8, lr=0.05, test_windows=2)
-_FULL = _Setup(batch=8, frames=16, crop=32, items=512, epochs=12, width=16, lr=0.05, test_windows=8)
+_FULL = _Setup(
+    batch=8, frames=16, crop=32, items=512, epochs=12, width=16, lr=0.05, test_windows=16
+)
 
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:

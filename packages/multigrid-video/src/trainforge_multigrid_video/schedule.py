@@ -28,6 +28,7 @@ DEFAULT_LONG_FACTORS: tuple[tuple[float, float], ...] = (
     (0.5, 1.0),
     (1.0, 1.0),
 )
+"""Long-cycle (frames, spatial) factors of the reference's Kinetics schedule, coarsest first."""
 # Spatial-only mode (image models, ``temporal=False``): our choice, not in the reference,
 # which only has video; the spatial factors of the video default without the repeats.
 DEFAULT_SPATIAL_LONG_FACTORS: tuple[tuple[float, float], ...] = (
@@ -35,7 +36,9 @@ DEFAULT_SPATIAL_LONG_FACTORS: tuple[tuple[float, float], ...] = (
     (1.0, 0.5**0.5),
     (1.0, 1.0),
 )
+"""Long-cycle factors for image models (spatial-only mode): the video default's spatial factors."""
 DEFAULT_SHORT_FACTORS: tuple[float, float] = (0.5, 0.5**0.5)
+"""Short-cycle spatial factors of the reference (0.5 and 1/sqrt(2) of the current crop)."""
 EPOCH_FACTOR = 1.5
 BN_BASE_SIZE = 8
 EVAL_FREQ = 3

@@ -252,3 +252,19 @@ def test_compact_mask_expands_to_the_4d_batch(tok, stream):
     bool_out = expand_prefix_lm_mask(compact, dtype=torch.bool, device="cpu")
     assert torch.equal(bool_out["attention_mask"], full["attention_mask"] == 0)
     assert "prefix_lengths" in compact  # the input batch is left as it was
+
+
+def test_ranks_draw_different_streams_from_one_seed(tok, stream, monkeypatch):
+    examples = [stream[i * 300 : i * 300 + 300] for i in range(16)]
+
+    def first_batch(rank: int | None) -> torch.Tensor:
+        if rank is not None:  # a stand-in for an initialised process group
+            monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+            monkeypatch.setattr(torch.distributed, "get_rank", lambda: rank)
+        return DataCollatorForUL2(tok, input_length=256, seed=3)(examples)["input_ids"]
+
+    single = first_batch(None)
+    rank0, rank1, rank1_again = first_batch(0), first_batch(1), first_batch(1)
+    assert torch.equal(rank1, rank1_again)  # deterministic per (seed, rank)
+    assert not torch.equal(rank0, rank1)
+    assert not torch.equal(single, rank1)

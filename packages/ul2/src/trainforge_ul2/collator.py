@@ -14,13 +14,15 @@ tensors ready for ``model(**batch)``:
   prefix-LM ``attention_mask`` ``[B, 1, T, T]`` (bidirectional over the inputs, causal over
   the targets) or, with ``prefix_lm_mask=False``, the plain 2-D padding mask (causal).
 
-Examples are grouped by (denoiser, chunk length) and each group is corrupted with array
-operations (:mod:`trainforge_ul2.denoisers`).
+Examples of one (denoiser, chunk length) draw their span lengths together; the whole batch,
+whatever its mix of denoisers, is then corrupted in one pass of array operations
+(:mod:`trainforge_ul2.denoisers`).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,10 +38,10 @@ from trainforge_ul2.denoisers import (
     Mixture,
     _check_int,
     _check_rng,
-    _prefix_bounds,
+    _corrupt_rows,
     _prefix_lengths,
-    _span_corrupt,
     _span_counts,
+    _span_lengths,
     prefix_lm_lengths,
     span_corruption_lengths,
 )
@@ -150,7 +152,8 @@ class DataCollatorForUL2:
             ``<extra_id_N>`` tokens to it (then resize the model's embeddings) instead of
             raising.
         sentinel_ids: explicit sentinel ids (first span first) instead of ``<extra_id_*>``.
-        seed: seed of the collator's generator (each DataLoader worker derives its own).
+        seed: seed of the collator's generator (each DataLoader worker and each
+            ``torch.distributed`` rank derives its own).
         mask_dtype: dtype of the 4-D mask: floating (additive, the model's compute dtype;
             eager and SDPA attention) or ``torch.bool`` (SDPA only; a quarter of the memory).
         compact_mask: decoder-only prefix LM only: instead of the 4-D mask (``[B, 1, T, T]``,
@@ -249,7 +252,7 @@ class DataCollatorForUL2:
         self.targets_length = max(p.max_targets for p in plans)
         self.sentinel_ids = self._resolve_sentinels(sentinel_ids, add_sentinels)
         self._rng: np.random.Generator | None = None
-        self._rng_worker: int | None = None
+        self._rng_stream: tuple[int, int] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
     def _resolve_sentinels(self, sentinel_ids: Sequence[int] | None, add: bool) -> np.ndarray:
@@ -303,12 +306,19 @@ class DataCollatorForUL2:
         return self.input_length + self.targets_length
 
     def _generator(self) -> np.random.Generator:
+        """The collator's generator for this process: derived from ``seed``, the DataLoader
+        worker id and, when ``torch.distributed`` is initialised, the rank (so ranks given
+        the same seed still draw different denoisers and spans)."""
         info = torch.utils.data.get_worker_info()
         worker = -1 if info is None else int(info.id)
-        if self._rng is None or self._rng_worker != worker:
-            seed = self.seed if worker < 0 else [self.seed, worker]
+        dist = torch.distributed
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else -1
+        if self._rng is None or self._rng_stream != (worker, rank):
+            seed: int | list[int] = self.seed if worker < 0 else [self.seed, worker]
+            if rank >= 0:
+                seed = [self.seed, worker + 1, rank]
             self._rng = np.random.default_rng(seed)
-            self._rng_worker = worker
+            self._rng_stream = (worker, rank)
         return self._rng
 
     # -- collation ------------------------------------------------------------------------
@@ -321,39 +331,22 @@ class DataCollatorForUL2:
         """The batch for ``examples``; ``rng`` overrides the collator's own generator."""
         gen = self._generator() if rng is None else _check_rng(rng)
         chunks, which = self._read(examples, gen)
-        b = len(chunks)
-        inputs = np.full((b, self.input_length), self.pad_id, dtype=np.int64)
-        targets = np.full((b, self.targets_length), self.pad_id, dtype=np.int64)
-        in_len = np.zeros(b, dtype=np.int64)
-        t_len = np.zeros(b, dtype=np.int64)
-        lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=b)
-        keys = which * (int(lengths.max()) + 1) + lengths
-        order = np.argsort(keys, kind="stable")  # rows of one (denoiser, length) together
-        cuts = np.flatnonzero(keys[order[1:]] != keys[order[:-1]]) + 1
-        for rows in np.split(order, cuts):
-            plan = self.plans[int(which[rows[0]])]
-            group = np.stack([chunks[r] for r in rows.tolist()]).astype(np.int64, copy=False)
-            g_in, g_in_len, g_t, g_t_len = _denoise_group(
-                gen, group, plan, self.sentinel_ids, self.eos_id, self.pad_id
-            )
-            if g_in.shape[1] > self.input_length or g_t.shape[1] > self.targets_length:
-                raise ValueError(
-                    f"a chunk of {group.shape[1]} tokens gives {g_in.shape[1]} inputs / "
-                    f"{g_t.shape[1]} targets for {plan.denoiser.name}, more than "
-                    f"{self.input_length} / {self.targets_length}"
-                )
-            inputs[rows, : g_in.shape[1]] = g_in
-            targets[rows, : g_t.shape[1]] = g_t
-            in_len[rows] = g_in_len
-            t_len[rows] = g_t_len
+        inputs, in_len, targets, t_len = _denoise_rows(
+            gen,
+            chunks,
+            which,
+            self.plans,
+            self.sentinel_ids,
+            self.eos_id,
+            (self.input_length, self.targets_length),
+        )
         if self.arch == "encoder_decoder":
-            cols_in = np.arange(self.input_length)[None, :]
+            attention = np.arange(self.input_length)[None, :] < in_len[:, None]
             cols_t = np.arange(self.targets_length)[None, :]
-            labels = np.where(cols_t < t_len[:, None], targets, LABEL_PAD)
             return {
-                "input_ids": torch.from_numpy(inputs),
-                "attention_mask": torch.from_numpy((cols_in < in_len[:, None]).astype(np.int64)),
-                "labels": torch.from_numpy(labels),
+                "input_ids": torch.from_numpy(np.where(attention, inputs, self.pad_id)),
+                "attention_mask": torch.from_numpy(attention.astype(np.int64)),
+                "labels": torch.from_numpy(np.where(cols_t < t_len[:, None], targets, LABEL_PAD)),
             }
         return self._decoder_only(inputs, in_len, targets, t_len)
 
@@ -483,54 +476,82 @@ def expand_prefix_lm_mask(
 
 
 @functools.lru_cache(maxsize=64)
-def _mode_array(mode_ids: tuple[int, ...]) -> np.ndarray:
-    """The mode ids as a read-only int64 array (converted once, not per batch)."""
-    arr = np.asarray(mode_ids, dtype=np.int64)
-    arr.flags.writeable = False
-    return arr
+def _plan_tables(plans: tuple[DenoiserPlan, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per plan: its mode ids (left aligned, ``[P, M]``), their count and whether the
+    denoiser marks spans with sentinels (1) or is the prefix LM (0)."""
+    width = max(len(p.mode_ids) for p in plans)
+    lead = np.zeros((len(plans), width), dtype=np.int64)
+    for i, p in enumerate(plans):
+        lead[i, : len(p.mode_ids)] = p.mode_ids
+    lead_len = np.array([len(p.mode_ids) for p in plans], dtype=np.int64)
+    sentinel = np.array([0 if p.denoiser.is_prefix_lm else 1 for p in plans], dtype=np.int64)
+    return lead, lead_len, sentinel
 
 
-def _denoise_group(
+def _denoise_rows(
     rng: np.random.Generator,
-    tokens: np.ndarray,
-    plan: DenoiserPlan,
+    chunks: Sequence[np.ndarray],
+    which: np.ndarray,
+    plans: tuple[DenoiserPlan, ...],
     sentinel_ids: np.ndarray,
     eos_id: int,
-    pad_id: int,
+    widths: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Corrupt ``tokens`` ``[G, L]`` with one denoiser: padded inputs (mode ids first, EOS
-    last), their lengths, padded targets (EOS last) and their lengths."""
-    g, length = tokens.shape
-    d = plan.denoiser
-    mode = _mode_array(plan.mode_ids)
-    m = mode.size
-    if not d.is_prefix_lm:
-        inputs, targets = _span_corrupt(
-            rng, tokens, d.noise_density, d.mean_noise_span_length, sentinel_ids, mode, eos_id
-        )
-        return (
-            inputs,
-            np.full(g, inputs.shape[1], dtype=np.int64),
-            targets,
-            np.full(g, targets.shape[1], dtype=np.int64),
-        )
-    # S denoiser: inputs = prefix + EOS, targets = suffix + EOS (t5 prefix_lm via denoise
-    # with drop_nonnoise_tokens / drop_noise_tokens).
-    prefix = _prefix_lengths(rng, g, length, d.noise_density)
-    rows = np.arange(g)
-    cols = np.arange(length)[None, :]
-    inputs = np.full((g, m + length + 1), pad_id, dtype=np.int64)
-    inputs[:, :m] = mode
-    inputs[:, m : m + length] = np.where(cols < prefix[:, None], tokens, pad_id)
-    inputs[rows, m + prefix] = eos_id
-    lo = _prefix_bounds(length, d.noise_density)[0]
-    width = length - lo + 1
-    idx = prefix[:, None] + np.arange(width)[None, :]
-    targets = np.where(
-        idx < length, np.take_along_axis(tokens, np.minimum(idx, length - 1), 1), pad_id
+    """Corrupt chunk b with ``plans[which[b]]``: inputs (mode ids first, EOS last), their
+    lengths, targets (EOS last) and their lengths, ``[B, widths[i]]`` with unspecified ids
+    past each row's length.
+
+    Rows of one (denoiser, chunk length) draw their span lengths (or prefix lengths)
+    together, groups in order of (denoiser, length), as the randomness contract of
+    :mod:`trainforge_ul2.denoisers` says; the whole batch is then gathered in one pass, so
+    a mixture costs about what one denoiser does."""
+    b = len(chunks)
+    lengths = np.fromiter((c.size for c in chunks), dtype=np.int64, count=b)
+    keys = which * (int(lengths.max()) + 1) + lengths
+    order = np.argsort(keys, kind="stable")  # rows of one (denoiser, length) together
+    cuts = np.flatnonzero(keys[order[1:]] != keys[order[:-1]]) + 1
+    bounds = [0, *cuts.tolist(), b]
+    groups = []
+    for lo, hi in itertools.pairwise(bounds):
+        first = int(order[lo])
+        d = plans[int(which[first])].denoiser
+        length = int(lengths[first])
+        if d.is_prefix_lm:
+            # S: one "span" split at the prefix length, no sentinels
+            prefix = _prefix_lengths(rng, hi - lo, length, d.noise_density)
+            groups.append(((length - prefix)[:, None], prefix[:, None]))
+        else:
+            groups.append(
+                _span_lengths(rng, hi - lo, length, d.noise_density, d.mean_noise_span_length)
+            )
+    # filled in sorted order (contiguous blocks), then put back in batch order at once
+    spans = max(noise.shape[1] for noise, _ in groups)
+    sorted_len = np.zeros((3, b, spans), dtype=np.int64)  # noise, non-noise, span count
+    for (lo, hi), (noise, nonnoise) in zip(itertools.pairwise(bounds), groups, strict=True):
+        k = noise.shape[1]
+        sorted_len[0, lo:hi, :k] = noise
+        sorted_len[1, lo:hi, :k] = nonnoise
+        sorted_len[2, lo:hi, 0] = k
+    span_len = np.empty_like(sorted_len)
+    span_len[:, order] = sorted_len
+    noise_len, nonnoise_len, num_spans = span_len[0], span_len[1], span_len[2, :, 0]
+    starts = np.zeros(b, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    tokens = np.concatenate(chunks).astype(np.int64, copy=False)
+    lead, lead_len, sentinel = _plan_tables(plans)
+    return _corrupt_rows(
+        tokens,
+        starts,
+        noise_len,
+        nonnoise_len,
+        num_spans,
+        sentinel[which],
+        sentinel_ids,
+        lead[which],
+        lead_len[which],
+        widths,
+        eos_id,
     )
-    targets[rows, length - prefix] = eos_id
-    return inputs[:, : m + length], m + prefix + 1, targets, length - prefix + 1
 
 
 def denoise(
@@ -556,7 +577,14 @@ def denoise(
     gen = _check_rng(rng)
     sentinels = np.asarray(sentinel_ids, dtype=np.int64).reshape(-1)
     plan = DenoiserPlan(denoiser, tuple(int(i) for i in mode_ids), arr.size, 0, 0)
-    inp, in_len, tgt, t_len = _denoise_group(
-        gen, arr.astype(np.int64)[None, :], plan, sentinels, eos, pad_id=0
+    lead = len(plan.mode_ids)
+    inp, in_len, tgt, t_len = _denoise_rows(
+        gen,
+        [arr.astype(np.int64)],
+        np.zeros(1, dtype=np.int64),
+        (plan,),
+        sentinels,
+        eos,
+        (lead + arr.size + 1, arr.size + 1),
     )
     return inp[0, : int(in_len[0])], tgt[0, : int(t_len[0])]

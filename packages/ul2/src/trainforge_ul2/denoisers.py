@@ -1,11 +1,11 @@
-"""UL2's denoisers, framework-free (numpy): span corruption, prefix LM and the mixture.
+"""UL2's denoisers on numpy arrays: span corruption, prefix LM and the mixture.
 
 The algorithms follow T5's preprocessors (``google-research/text-to-text-transfer-transformer:
 t5/data/preprocessors.py``: ``random_spans_helper``, ``random_spans_noise_mask``,
 ``random_prefix_noise_mask``, ``noise_span_to_unique_sentinel``) and the UL2 paper's appendix
 function ``ul2_objective`` (arXiv:2205.05131, section 9.2), written here for whole batches
-at once: one denoiser's chunks are corrupted together with array operations, never a Python
-loop over tokens or rows.
+at once: a batch's chunks, whatever their denoisers, are corrupted together with array
+operations, never a Python loop over tokens or rows (torch only for one integer cumsum).
 
 Randomness contract (what makes a run reproducible and lets the tests compare against a
 plain re-implementation): for a batch of ``B`` chunks of length ``L`` a span mask draws
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 Paradigm = Literal["R", "X", "S"]
 _PARADIGMS = ("R", "X", "S")
@@ -290,14 +291,14 @@ def _segment_lengths(rng: np.random.Generator, batch: int, items: int, segments:
         return np.ones((batch, segments), dtype=np.int64)
     threshold = np.partition(keys, segments - 2, axis=1)[:, segments - 2 : segments - 1]
     # item i + 1 starts a new segment when key i is among the smallest (ties have
-    # probability zero with 53-bit uniforms). flatnonzero on the flat array is cheaper than
+    # probability zero with 53-bit uniforms). nonzero on the flat array is cheaper than
     # a 2-D nonzero and returns each row's positions in order, row after row.
-    flat = np.flatnonzero(keys <= threshold).reshape(batch, segments - 1)
+    flat = (keys <= threshold).reshape(-1).nonzero()[0].reshape(batch, segments - 1)
     bounds = np.empty((batch, segments + 1), dtype=np.int64)
     bounds[:, 0] = 0
     np.subtract(flat, (np.arange(batch) * (items - 1) - 1)[:, None], out=bounds[:, 1:-1])
     bounds[:, -1] = items
-    return np.diff(bounds, axis=1)
+    return bounds[:, 1:] - bounds[:, :-1]
 
 
 def random_spans_noise_mask(
@@ -350,102 +351,143 @@ def _span_lengths(
     return noise_len, nonnoise_len
 
 
-def _gather_with_sentinels(
+def _gather_rows(
     tokens: np.ndarray,
-    sentinel_pos: np.ndarray,
+    starts: np.ndarray,
+    first: np.ndarray,
     jump_pos: np.ndarray,
     jump: np.ndarray,
-    first: np.ndarray | int,
+    sentinel_pos: np.ndarray,
     sentinel_ids: np.ndarray,
-    width: int,
     lead: np.ndarray,
+    lead_len: np.ndarray,
+    body_len: np.ndarray,
+    width: int,
     eos_id: int,
 ) -> np.ndarray:
-    """Rows of ``lead``, then ``width`` body ids, then ``eos_id``. Body position p reads
-    ``tokens`` at ``p + offset(p)``, where the offset starts at ``first`` and grows by
-    ``jump[:, s]`` at body position ``jump_pos[:, s]`` (a cumulative sum of a sparse
-    increment array: one pass, no boolean indexing); the sentinels are then written at body
-    positions ``sentinel_pos``."""
+    """``[B, width]`` rows: ``lead[b, :lead_len[b]]``, ``body_len[b]`` body ids, EOS, then
+    unspecified ids (the callers pad or mask them).
+
+    Body position p of row b reads ``tokens[starts[b] + first[b] + p + jumps so far]``: the
+    offset grows by ``jump[b, s]`` at body position ``jump_pos[b, s]`` (a cumulative sum of a
+    sparse increment array, so there is one gather for the whole batch and no boolean
+    indexing); then ``sentinel_ids[s]`` is written at body position ``sentinel_pos[b, s]``.
+    Positions at or past a row's body end land on its EOS or unspecified columns (or on a
+    spare last column), so rows with fewer spans than the widest are
+    padded with any position past their body."""
     batch, spans = sentinel_pos.shape
-    if spans > sentinel_ids.size:
-        raise ValueError(
-            f"{spans} noise spans need {spans} sentinels but only {sentinel_ids.size} are given"
-        )
-    # flat indices throughout: take/put along an axis build a broadcast index per call
-    m = lead.size
-    total = m + width + 1
-    length = tokens.shape[1]
-    rows = np.arange(0, batch * total, total)[:, None]
+    total = width + 1  # the spare column takes writes past ``width``
+    rows = np.arange(0, batch * total, total)
+    body = (rows + lead_len)[:, None]  # flat index of each row's body position 0
+    spare = (rows + width)[:, None]
     delta = np.zeros((batch, total), dtype=np.int64)
-    # column m (body position 0) reads row b's token ``first``: src = col + cumsum(delta)
-    delta[:, m : m + 1] = first
-    delta[:, m : m + 1] += np.arange(-m, batch * length - m, length)[:, None]
-    delta.reshape(-1)[jump_pos + (rows + m)] = jump
-    src = np.cumsum(delta, axis=1, out=delta)
+    flat = delta.reshape(-1)
+    flat[np.minimum(jump_pos + body, spare)] = jump
+    # written after the jumps: body position 0 reads row b's token ``first`` (no jump is
+    # placed there); ``src = column + cumsum(delta)``
+    flat[body[:, 0]] = starts + first - lead_len
+    # torch's integer cumsum is about 3x numpy's (which is not vectorised); in place, on
+    # the same memory
+    torch.from_numpy(delta).cumsum_(1)
+    src = delta
     src += np.arange(total)
-    # the lead and EOS columns read anything in range (clip), then are overwritten
+    # the lead and EOS columns (and those past EOS) read anything in range (clip)
     out = np.take(tokens, src, mode="clip")
-    out.reshape(-1)[sentinel_pos + (rows + m)] = sentinel_ids[None, :spans]
-    out[:, :m] = lead
-    out[:, -1] = eos_id
-    return out
+    out.reshape(-1)[np.minimum(sentinel_pos + body, spare)] = sentinel_ids[:spans]
+    if lead.shape[1]:
+        m = lead.shape[1]
+        np.copyto(out[:, :m], lead, where=np.arange(m) < lead_len[:, None])
+    out.reshape(-1)[rows + lead_len + body_len] = eos_id
+    return out[:, :width]
 
 
-def _span_corrupt(
-    rng: np.random.Generator,
+def _corrupt_rows(
     tokens: np.ndarray,
-    density: float,
-    mean_span: float,
+    starts: np.ndarray,
+    noise_len: np.ndarray,
+    nonnoise_len: np.ndarray,
+    num_spans: np.ndarray,
+    sentinel: np.ndarray,
     sentinel_ids: np.ndarray,
-    mode_ids: np.ndarray | None = None,
-    eos_id: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (``mode_ids``, corrupted chunk, EOS) and targets (spans, EOS) of ``tokens``
-    ``[B, L]``, equal to ``noise_span_to_unique_sentinel`` /
-    ``nonnoise_span_to_unique_sentinel`` of the span mask plus the appendix's prompt and
-    EOS, built from the span lengths by index arithmetic (the mask is never built).
+    lead: np.ndarray,
+    lead_len: np.ndarray,
+    widths: tuple[int, int],
+    eos_id: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs and targets of a batch of chunks, each with its own denoiser, in one pass.
 
-    Layout: the chunk is non-noise span 0, noise span 0, non-noise span 1, ... The inputs
-    are non-noise span s then sentinel s, for every s; the targets sentinel s then noise
-    span s. Body position p of span s reads token ``p + offset_s``: for the inputs
-    ``offset_s = (noise tokens before span s) - s``, for the targets
-    ``(non-noise tokens up to span s) - s - 1``."""
-    batch, length = tokens.shape
-    lead = np.zeros(0, dtype=np.int64) if mode_ids is None else mode_ids
-    n_noise, spans, n_nonnoise = _span_counts(length, density, mean_span)
-    noise_len = _segment_lengths(rng, batch, n_noise, spans)
-    nonnoise_len = _segment_lengths(rng, batch, n_nonnoise, spans)
+    Row b is the chunk ``tokens[starts[b]:]`` laid out as non-noise span 0, noise span 0,
+    non-noise span 1, ... with ``[B, S]`` span lengths (zero past the row's ``num_spans``).
+    Span denoisers (``sentinel[b]`` true): inputs = lead, non-noise span s then sentinel s
+    for every s, EOS; targets = sentinel s then noise span s, EOS, equal to
+    ``noise_span_to_unique_sentinel`` / ``nonnoise_span_to_unique_sentinel`` of the span
+    mask plus the appendix's prompt and EOS (the mask is never built). The S denoiser is the
+    same layout with one span and no sentinels: inputs = lead, prefix, EOS; targets =
+    suffix, EOS. Returns ``(inputs [B, widths[0]], input lengths, targets [B, widths[1]],
+    target lengths)``; the columns past a row's length are unspecified.
+
+    Body position p of span s reads token ``p + offset_s``: for the inputs ``offset_s =
+    (noise tokens before span s) - s``, for the targets ``(non-noise tokens up to span s)
+    - s - 1`` (without sentinels, ``- 1`` and ``- s`` drop out)."""
+    spans = noise_len.shape[1]
+    with_sentinels = num_spans * sentinel
+    if int(with_sentinels.max(initial=0)) > sentinel_ids.size:
+        raise ValueError(
+            f"{int(with_sentinels.max())} noise spans need {int(with_sentinels.max())} "
+            f"sentinels but only {sentinel_ids.size} are given"
+        )
+    # the padded spans' sentinel writes go to the spare column: any id will do
+    sent_ids = np.zeros(max(spans, sentinel_ids.size), dtype=np.int64)
+    sent_ids[: sentinel_ids.size] = sentinel_ids
     arange = np.arange(spans)
+    n_noise = noise_len.sum(axis=1)
+    n_nonnoise = nonnoise_len.sum(axis=1)
+    in_len = lead_len + n_nonnoise + with_sentinels + 1
+    t_len = n_noise + with_sentinels + 1
+    too_long = (in_len > widths[0]) | (t_len > widths[1])
+    if too_long.any():
+        b = int(np.flatnonzero(too_long)[0])
+        raise ValueError(
+            f"example {b} gives {int(in_len[b])} inputs / {int(t_len[b])} targets, more than "
+            f"{widths[0]} / {widths[1]}"
+        )
+    no_write = np.full_like(noise_len, np.iinfo(np.int64).max // 4)
     # inputs: sentinel s sits after the non-noise tokens of spans 0..s and s sentinels
     in_sent = np.cumsum(nonnoise_len, axis=1)
     in_sent += arange
-    inputs = _gather_with_sentinels(
+    inputs = _gather_rows(
         tokens,
-        in_sent,
+        starts,
+        np.zeros_like(starts),
         in_sent[:, :-1] + 1,
         noise_len[:, :-1] - 1,
-        0,
-        sentinel_ids,
-        length - n_noise + spans,
+        np.where(sentinel[:, None] > 0, in_sent, no_write),
+        sent_ids,
         lead,
+        lead_len,
+        in_len - lead_len - 1,
+        widths[0],
         eos_id,
     )
     # targets: sentinel s sits after the noise tokens of spans 0..s-1 and s sentinels
     t_sent = np.cumsum(noise_len, axis=1)
     t_sent -= noise_len
     t_sent += arange
-    targets = _gather_with_sentinels(
+    targets = _gather_rows(
         tokens,
-        t_sent,
+        starts,
+        nonnoise_len[:, 0] - sentinel,
         t_sent[:, 1:],
         nonnoise_len[:, 1:] - 1,
-        nonnoise_len[:, :1] - 1,
-        sentinel_ids,
-        n_noise + spans,
-        lead[:0],
+        np.where(sentinel[:, None] > 0, t_sent, no_write),
+        sent_ids,
+        lead[:, :0],
+        np.zeros_like(lead_len),
+        t_len - 1,
+        widths[1],
         eos_id,
     )
-    return inputs, targets
+    return inputs, in_len, targets, t_len
 
 
 def random_prefix_noise_mask(

@@ -33,7 +33,7 @@ from trainforge_gptq.gptq import (
     rtn_quantize,
 )
 from trainforge_gptq.packing import codes_per_run, pack, unpack, zero_offset
-from trainforge_gptq.qlinear import GPTQLinear
+from trainforge_gptq.qlinear import GPTQLinear, attach_config, check_portable_group_size
 
 log = logging.getLogger(__name__)
 
@@ -279,15 +279,7 @@ def quantize_model(
             LayerReport(r.name, r.shape, r.loss, r.seconds, r.damp_percent, r.name in packed)
             for r in report.layers
         ]
-    model.gptq_quantization_config = export_config(
-        cfg,
-        [
-            r.name
-            for r in report.layers  # type: ignore[assignment]
-            if r.packed
-        ],
-        path,
-    )
+    attach_config(model, export_config(cfg, [r.name for r in report.layers if r.packed], path))
     model.train(was_training)
     report.seconds = time.perf_counter() - tick
     return model, report
@@ -328,6 +320,8 @@ def _pack_all(
 ) -> set[str]:
     packed = set()
     run = codes_per_run(cfg.bits)
+    if results:
+        check_portable_group_size(cfg.group_size)
     for name, (lin, res) in results.items():
         out_f, in_f = res.Q.shape
         if in_f % run or out_f % run:
@@ -364,21 +358,35 @@ def export_config(cfg: GPTQConfig, modules: list[str], block_path: str) -> dict[
     }
 
 
-def _replace_with_empty(model: nn.Module, qcfg: dict[str, Any], backend: str) -> None:
-    modules = qcfg.get("trainforge", {}).get("modules")
-    if not modules:
-        raise ValueError("quantize_config.json lists no quantized modules")
+def _replace_with_empty(
+    model: nn.Module,
+    qcfg: dict[str, Any],
+    backend: str,
+    modules: Sequence[str],
+    biased: set[str] | None = None,
+) -> None:
+    """Replace ``modules`` (dotted names) by empty :class:`GPTQLinear` of the same shape;
+    ``biased``: the names that get a bias (default: those whose layer has one)."""
     for name in modules:
-        lin = model.get_submodule(name)
+        try:
+            lin = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"the checkpoint quantizes {name!r}, which {type(model).__name__} does not have "
+                "(is it the same architecture?)"
+            ) from None
+        if isinstance(lin, GPTQLinear):
+            continue
         kind = _layer_kind(lin)
         w = lin.weight
         out_f, in_f = (w.shape[1], w.shape[0]) if kind == "conv1d" else (w.shape[0], w.shape[1])
+        has_bias = getattr(lin, "bias", None) is not None if biased is None else name in biased
         q = GPTQLinear(
             int(in_f),
             int(out_f),
             qcfg["bits"],
             qcfg["group_size"],
-            getattr(lin, "bias", None) is not None,
+            has_bias,
             qcfg["checkpoint_format"],
             backend,
             qcfg.get("sym", True),

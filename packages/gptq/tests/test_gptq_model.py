@@ -159,6 +159,24 @@ def test_bad_input(llama):
         save_quantized(m, "/tmp/never")
 
 
+def test_all_masked_calibration_is_a_clear_error(llama):
+    ids = _ids(2, 8)
+    with pytest.raises(ValueError, match="every calibration token is masked"):
+        quantize_model(
+            copy.deepcopy(llama),
+            [{"input_ids": ids, "attention_mask": torch.zeros_like(ids)}],
+            progress=False,
+        )
+
+
+def test_data_parallel_bad_input(llama):
+    # no torch.distributed group in this process
+    with pytest.raises(ValueError, match="init_process_group"):
+        quantize_model(copy.deepcopy(llama), _ids(), data_parallel=True, progress=False)
+    with pytest.raises(TypeError, match="data_parallel"):
+        quantize_model(copy.deepcopy(llama), _ids(), data_parallel=1, progress=False)
+
+
 def test_no_quantizable_layers_warns():
     class Block(torch.nn.Module):
         def forward(self, x):

@@ -17,6 +17,7 @@ from trainforge_core.models import tiny_llama
 from trainforge_gptq import (
     GPTQConfig,
     GPTQLinear,
+    check_portable_group_size,
     load_quantized,
     quantize_model,
     read_checkpoint_config,
@@ -224,6 +225,9 @@ def test_unloadable_settings_are_refused(tmp_path, change, err, match):
 
 
 def test_bad_input(tmp_path):
+    with pytest.raises(TypeError, match="group_size"):
+        check_portable_group_size("48")  # type: ignore[arg-type]
+    assert check_portable_group_size(128) and check_portable_group_size(96, in_features=96)
     with pytest.raises(TypeError, match="dict"):
         read_checkpoint_config(["bits", 4])
     with pytest.raises(ValueError, match="no 'bits'"):

@@ -188,6 +188,8 @@ PORTABLE_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 def check_portable_group_size(group_size: int, in_features: int | None = None) -> bool:
     """Warn (UserWarning) when GPTQModel's loaders would refuse ``group_size``; return
     whether it is portable. Our own loaders read every group size."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int):
+        raise TypeError(f"group_size must be an integer, got {group_size!r}")
     if group_size in PORTABLE_GROUP_SIZES or group_size == in_features:
         return True
     warnings.warn(

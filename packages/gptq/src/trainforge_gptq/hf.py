@@ -68,10 +68,19 @@ def _quantizer_class() -> Any:
             biased = {m for m in modules if f"{m}.bias" in keys}
             _replace_with_empty(model, qcfg, "auto", modules, biased)
             self._modules = modules
+            self._no_g_idx = [m for m in modules if f"{m}.g_idx" not in keys]
+            _guard_init(model)
 
         def _process_model_after_weight_loading(self, model: Any, **kwargs: Any) -> None:
             from trainforge_gptq.qlinear import GPTQLinear
 
+            for m in model.modules():
+                m.__dict__.pop("_init_weights", None)  # the guard of _guard_init
+            for name in getattr(self, "_no_g_idx", []):  # optional without act-order
+                m = model.get_submodule(name)
+                gs = m.in_features if m.group_size == -1 else m.group_size
+                g_idx = (torch.arange(m.in_features) // gs).to(torch.int32)
+                m.g_idx = g_idx.to(m.qweight.device)
             for m in model.modules():  # scales and bias are stored fp16 (as GPTQLinear makes them)
                 if isinstance(m, GPTQLinear):
                     m.scales = m.scales.to(torch.float16)
@@ -90,6 +99,26 @@ def _quantizer_class() -> Any:
 
     _CLASS = TrainforgeGptqHfQuantizer
     return _CLASS
+
+
+def _guard_init(model: Any) -> None:
+    """transformers initialises missing weights module by module after loading; some
+    ``_init_weights`` reach into children (GPT-2 rescales ``c_proj.weight``), which a
+    GPTQLinear does not have. Their weights come from the checkpoint, so a module with a
+    GPTQLinear child is skipped (until loading ends)."""
+    from transformers import PreTrainedModel
+
+    from trainforge_gptq.qlinear import GPTQLinear
+
+    for sub in model.modules():
+        if isinstance(sub, PreTrainedModel):
+            original = sub._init_weights
+
+            def guarded(module: Any, original: Any = original) -> None:
+                if not any(isinstance(c, GPTQLinear) for c in module.children()):
+                    original(module)
+
+            sub._init_weights = guarded
 
 
 def _gptqmodel_usable() -> bool:

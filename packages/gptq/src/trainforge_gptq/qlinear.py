@@ -356,6 +356,8 @@ def load_quantized(model: nn.Module, path: str | Path, backend: str = "auto") ->
     _replace_with_empty(model, qcfg, backend, modules, {m for m in modules if f"{m}.bias" in state})
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight")}
+    # Checkpoints without act-order may omit g_idx: GPTQLinear's default is arange // gs.
+    tied |= {k for k in missing if k.endswith(".g_idx") and k[:-6] in modules}
     if set(missing) - tied or unexpected:
         raise ValueError(
             f"checkpoint does not match the model: missing {sorted(missing)}, "

@@ -183,6 +183,7 @@ class GPTQLinear(nn.Module):
 # torch.py`` and ``tritonv2.py``: ``SUPPORTS_GROUP_SIZE``; a group as wide as the layer is
 # accepted too); its exllama / marlin kernels take only -1, 32, 64 and 128.
 PORTABLE_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+"""Group sizes GPTQModel's loaders accept; others warn (see :func:`check_portable_group_size`)."""
 
 
 def check_portable_group_size(group_size: int, in_features: int | None = None) -> bool:

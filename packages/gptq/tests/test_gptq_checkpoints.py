@@ -90,6 +90,25 @@ def test_save_quantized_folder_loads_with_from_pretrained(quantized, tmp_path):
         assert torch.equal(loaded(x).logits, quantized(x).logits)
 
 
+def test_import_registers_the_loader_once_transformers_loads():
+    # a fresh process: importing trainforge_gptq must not import transformers' quantizers,
+    # and from_pretrained (which imports them) must then find our loader
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trainforge_gptq\n"
+        "assert 'transformers.quantizers.auto' not in sys.modules\n"
+        "from transformers.quantizers import auto\n"
+        "print(auto.AUTO_QUANTIZER_MAPPING['gptq'].__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from trainforge_gptq.hf import _gptqmodel_usable
+
+    expected = "GptqHfQuantizer" if _gptqmodel_usable() else "TrainforgeGptqHfQuantizer"
+    assert out.stdout.strip() == expected, out.stderr
+
+
 def test_register_quantizer_is_idempotent_and_checks_its_argument():
     assert register_quantizer() in (True, False)
     assert register_quantizer(force=True) is True

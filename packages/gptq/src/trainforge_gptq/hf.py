@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import logging
 import sys
 from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
 _AUTO = "transformers.quantizers.auto"
 _CLASS: Any = None
 
@@ -158,7 +160,10 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
         def exec_and_register(module: Any) -> None:
             exec_module(module)
-            register_quantizer()
+            try:
+                register_quantizer()
+            except Exception:  # never break transformers' own import
+                log.warning("trainforge_gptq: could not register the GPTQ loader", exc_info=True)
 
         loader.exec_module = exec_and_register  # type: ignore[method-assign]
         return spec

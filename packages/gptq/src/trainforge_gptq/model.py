@@ -259,7 +259,9 @@ def quantize_model(
         batches = _batches(calibration)
         report.n_sequences = sum(b.shape[0] for b, _ in batches)
         if data_parallel:
-            report.n_sequences = int(_all_reduce(torch.tensor(report.n_sequences), process_group))
+            dev = next(model.parameters()).device  # NCCL reduces device tensors only
+            n_all = _all_reduce(torch.tensor(report.n_sequences, device=dev), process_group)
+            report.n_sequences = int(n_all)
         inps, kws, masks = _capture(model, layers, batches)
         bar = tqdm(range(len(layers)), desc="gptq blocks", disable=not progress, leave=False)
         for i in bar:
@@ -332,7 +334,8 @@ def _all_reduce(t: torch.Tensor, process_group: Any) -> torch.Tensor:
 
 def _reduce_hessian(g: GPTQ, process_group: Any) -> None:
     """``H = 2/N sum_ranks sum x x^T``: sum ``n_r * H_r`` and ``n_r`` over the ranks."""
-    n = _all_reduce(torch.tensor(float(g.nsamples), dtype=torch.float64), process_group)
+    n = torch.tensor(float(g.nsamples), dtype=torch.float64, device=g.hessian.device)
+    n = _all_reduce(n, process_group)
     H = _all_reduce(g.hessian * g.nsamples, process_group)
     if float(n) > 0:
         H /= float(n)

@@ -33,6 +33,21 @@ def _ids(n=8, seq=24, seed=0):
     return torch.randint(0, 128, (n, seq), generator=torch.Generator().manual_seed(seed))
 
 
+def _zeroed_blocks(model, path):
+    """The model with every block weight zeroed: what a broken quantizer would give."""
+    z = copy.deepcopy(model)
+    for n, p in z.named_parameters():
+        if n.startswith(path) and p.dim() == 2:
+            p.data.zero_()
+    return z
+
+
+def _errors(x, ref, *models):
+    with torch.no_grad():
+        target = ref(x).logits
+        return [float((m(x).logits - target).square().mean()) for m in models]
+
+
 def test_quantize_model_replaces_block_linears_only(llama):
     m = copy.deepcopy(llama)
     emb = m.model.embed_tokens.weight.clone()
@@ -43,9 +58,16 @@ def test_quantize_model_replaces_block_linears_only(llama):
     assert isinstance(q.model.layers[1].mlp.down_proj, GPTQLinear)
     assert isinstance(q.lm_head, torch.nn.Linear) and torch.equal(q.model.embed_tokens.weight, emb)
     assert rep.n_sequences == 8 and rep.total_loss > 0
-    with torch.no_grad():
-        ref, out = llama(_ids(seed=1)).logits, q(_ids(seed=1)).logits
-    assert torch.isfinite(out).all() and (out - ref).abs().max() < 1.0
+    # Held-out logits against the unquantized model: GPTQ beats RTN on the same grids
+    # (measured 2.2e-4 vs 2.7e-4 mean squared error) and is nowhere near a model whose
+    # block weights are zero (1.2e-2), which the old `< 1.0` bound let pass.
+    rtn, _ = quantize_model(
+        copy.deepcopy(llama), None, GPTQConfig(bits=4, group_size=32), method="rtn", progress=False
+    )
+    err_q, err_rtn, err_zero = _errors(
+        _ids(seed=1), llama, q, rtn, _zeroed_blocks(llama, "model.layers")
+    )
+    assert err_q < 0.95 * err_rtn and err_q < 0.05 * err_zero, (err_q, err_rtn, err_zero)
 
 
 def test_packed_model_equals_fake_quant_model(llama):
@@ -159,6 +181,24 @@ def test_bad_input(llama):
         save_quantized(m, "/tmp/never")
 
 
+def test_all_masked_calibration_is_a_clear_error(llama):
+    ids = _ids(2, 8)
+    with pytest.raises(ValueError, match="every calibration token is masked"):
+        quantize_model(
+            copy.deepcopy(llama),
+            [{"input_ids": ids, "attention_mask": torch.zeros_like(ids)}],
+            progress=False,
+        )
+
+
+def test_data_parallel_bad_input(llama):
+    # no torch.distributed group in this process
+    with pytest.raises(ValueError, match="init_process_group"):
+        quantize_model(copy.deepcopy(llama), _ids(), data_parallel=True, progress=False)
+    with pytest.raises(TypeError, match="data_parallel"):
+        quantize_model(copy.deepcopy(llama), _ids(), data_parallel=1, progress=False)
+
+
 def test_no_quantizable_layers_warns():
     class Block(torch.nn.Module):
         def forward(self, x):
@@ -196,6 +236,9 @@ def test_gpt2_conv1d_model():
     assert isinstance(q.transformer.h[0].mlp.c_fc, GPTQLinear)
     x = _ids(seed=4)
     with torch.no_grad():
-        out, out_fake, out_ref = q(x).logits, fake(x).logits, ref(x).logits
-    assert torch.allclose(out, out_fake, atol=2e-3)
-    assert (out - out_ref).abs().max() < 1.0
+        assert torch.allclose(q(x).logits, fake(x).logits, atol=2e-3)
+    rtn, _ = quantize_model(
+        copy.deepcopy(ref), None, GPTQConfig(bits=4, group_size=32), method="rtn", progress=False
+    )
+    err_q, err_rtn, err_zero = _errors(x, ref, q, rtn, _zeroed_blocks(ref, "transformer.h"))
+    assert err_q < err_rtn and err_q < 0.05 * err_zero, (err_q, err_rtn, err_zero)

@@ -2,8 +2,9 @@
 
 Layer level: :class:`GPTQ` (``add_batch`` then ``quantize``) and :func:`rtn_quantize`;
 model level: :func:`quantize_model`; inference: :class:`GPTQLinear` over packed
-"gptq" / "gptq_v2" buffers, :func:`save_quantized` / :func:`load_quantized` and
-:func:`to_hf_state_dict`.
+"gptq" / "gptq_v2" buffers, :func:`save_quantized` / :func:`load_quantized` (also
+GPTQModel / AutoGPTQ checkpoints), :func:`to_hf_state_dict`; a quantized transformers model
+round-trips through ``save_pretrained`` / ``from_pretrained`` (:mod:`trainforge_gptq.hf`).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +18,8 @@ from trainforge_gptq.gptq import (
     gptq_quantize,
     rtn_quantize,
 )
+from trainforge_gptq.hf import install as _install_hf_quantizer
+from trainforge_gptq.hf import register_quantizer
 from trainforge_gptq.model import (
     LayerReport,
     QuantizeReport,
@@ -26,7 +29,14 @@ from trainforge_gptq.model import (
     to_hf_state_dict,
 )
 from trainforge_gptq.packing import codes_per_run, pack, unpack, zero_offset
-from trainforge_gptq.qlinear import GPTQLinear, load_quantized, save_quantized
+from trainforge_gptq.qlinear import (
+    PORTABLE_GROUP_SIZES,
+    GPTQLinear,
+    check_portable_group_size,
+    load_quantized,
+    read_checkpoint_config,
+    save_quantized,
+)
 from trainforge_gptq.quantizer import SUPPORTED_BITS, find_params
 
 try:
@@ -34,9 +44,12 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
+_install_hf_quantizer()  # from_pretrained of "gptq" checkpoints (see trainforge_gptq.hf)
+
 __all__ = [
     "GPTQ",
     "LLAMA_SEQUENTIAL",
+    "PORTABLE_GROUP_SIZES",
     "SUPPORTED_BITS",
     "GPTQConfig",
     "GPTQLinear",
@@ -44,6 +57,7 @@ __all__ = [
     "QuantResult",
     "QuantizeReport",
     "__version__",
+    "check_portable_group_size",
     "codes_per_run",
     "damped_inverse_cholesky",
     "export_config",
@@ -53,6 +67,8 @@ __all__ = [
     "load_quantized",
     "pack",
     "quantize_model",
+    "read_checkpoint_config",
+    "register_quantizer",
     "rtn_quantize",
     "save_quantized",
     "to_hf_state_dict",

@@ -33,7 +33,7 @@ from trainforge_gptq.gptq import (
     rtn_quantize,
 )
 from trainforge_gptq.packing import codes_per_run, pack, unpack, zero_offset
-from trainforge_gptq.qlinear import GPTQLinear
+from trainforge_gptq.qlinear import GPTQLinear, attach_config, check_portable_group_size
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,11 @@ def _batches(calibration: Any) -> list[tuple[torch.Tensor, torch.Tensor | None]]
         out.append((ids.long(), mask))
     if not out:
         raise ValueError("no calibration data: the calibration iterable is empty")
+    if all(m is not None and not bool(m.bool().any()) for _, m in out):
+        raise ValueError(
+            "every calibration token is masked out (attention_mask is all zero): GPTQ would "
+            "see no inputs and zero every quantized weight"
+        )
     return out
 
 
@@ -195,6 +200,8 @@ def quantize_model(
     backend: str = "auto",
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
+    data_parallel: bool = False,
+    process_group: Any = None,
 ) -> tuple[nn.Module, QuantizeReport]:
     """Quantize every linear inside the model's blocks, in place; return ``(model, report)``.
 
@@ -203,12 +210,23 @@ def quantize_model(
     (padding tokens are left out of the Hessians). ``method="rtn"`` is the round-to-nearest
     baseline with the same grids (calibration may then be None). ``pack_weights`` replaces
     the linears by :class:`GPTQLinear` (else they stay fake-quantized float weights).
+
+    ``data_parallel=True`` (under an initialised ``torch.distributed``, every rank calling
+    with the same model and its own shard of the calibration set): each layer's Hessian and
+    sequence count are summed over the ranks of ``process_group`` (default: the world)
+    before it is quantized, so N ranks with N shards quantize exactly as one process with
+    the whole set, and every rank ends with the same quantized model. Only the calibration
+    forward passes are split; each rank runs the (identical) quantization itself.
     """
     cfg = GPTQConfig() if config is None else config
     if not isinstance(cfg, GPTQConfig):
         raise TypeError(f"config must be a GPTQConfig, got {type(cfg).__name__}")
     if method not in ("gptq", "rtn"):
         raise ValueError(f"method must be 'gptq' or 'rtn', got {method!r}")
+    if not isinstance(data_parallel, bool):
+        raise TypeError(f"data_parallel must be True or False, got {data_parallel!r}")
+    if data_parallel and method == "gptq":
+        _check_distributed(process_group)
     path, layers = find_blocks(model, blocks)
     report = QuantizeReport(method=method, config=cfg)
     tick = time.perf_counter()
@@ -240,6 +258,10 @@ def quantize_model(
     else:
         batches = _batches(calibration)
         report.n_sequences = sum(b.shape[0] for b, _ in batches)
+        if data_parallel:
+            dev = next(model.parameters()).device  # NCCL reduces device tensors only
+            n_all = _all_reduce(torch.tensor(report.n_sequences, device=dev), process_group)
+            report.n_sequences = int(n_all)
         inps, kws, masks = _capture(model, layers, batches)
         bar = tqdm(range(len(layers)), desc="gptq blocks", disable=not progress, leave=False)
         for i in bar:
@@ -266,6 +288,9 @@ def quantize_model(
                 finally:
                     for h in handles:
                         h.remove()
+                if data_parallel:
+                    for g in gptqs.values():
+                        _reduce_hessian(g, process_group)
                 for n, g in gptqs.items():
                     res = g.quantize(cfg)
                     record(f"{path}.{i}.{n}", linears[n], res)
@@ -279,18 +304,43 @@ def quantize_model(
             LayerReport(r.name, r.shape, r.loss, r.seconds, r.damp_percent, r.name in packed)
             for r in report.layers
         ]
-    model.gptq_quantization_config = export_config(
-        cfg,
-        [
-            r.name
-            for r in report.layers  # type: ignore[assignment]
-            if r.packed
-        ],
-        path,
-    )
+    attach_config(model, export_config(cfg, [r.name for r in report.layers if r.packed], path))
     model.train(was_training)
     report.seconds = time.perf_counter() - tick
     return model, report
+
+
+def _check_distributed(process_group: Any) -> None:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError(
+            "data_parallel=True needs an initialised torch.distributed process group (launch "
+            "with torchrun and call torch.distributed.init_process_group first)"
+        )
+    if process_group is not None and not isinstance(process_group, dist.ProcessGroup):
+        raise TypeError(
+            f"process_group must be a torch.distributed.ProcessGroup or None, "
+            f"got {type(process_group).__name__}"
+        )
+
+
+def _all_reduce(t: torch.Tensor, process_group: Any) -> torch.Tensor:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=process_group)
+    return t
+
+
+def _reduce_hessian(g: GPTQ, process_group: Any) -> None:
+    """``H = 2/N sum_ranks sum x x^T``: sum ``n_r * H_r`` and ``n_r`` over the ranks."""
+    n = torch.tensor(float(g.nsamples), dtype=torch.float64, device=g.hessian.device)
+    n = _all_reduce(n, process_group)
+    H = _all_reduce(g.hessian * g.nsamples, process_group)
+    if float(n) > 0:
+        H /= float(n)
+    g._H = H
+    g.nsamples = int(n)
 
 
 def _capture(
@@ -328,6 +378,8 @@ def _pack_all(
 ) -> set[str]:
     packed = set()
     run = codes_per_run(cfg.bits)
+    if results:
+        check_portable_group_size(cfg.group_size)
     for name, (lin, res) in results.items():
         out_f, in_f = res.Q.shape
         if in_f % run or out_f % run:
@@ -364,21 +416,35 @@ def export_config(cfg: GPTQConfig, modules: list[str], block_path: str) -> dict[
     }
 
 
-def _replace_with_empty(model: nn.Module, qcfg: dict[str, Any], backend: str) -> None:
-    modules = qcfg.get("trainforge", {}).get("modules")
-    if not modules:
-        raise ValueError("quantize_config.json lists no quantized modules")
+def _replace_with_empty(
+    model: nn.Module,
+    qcfg: dict[str, Any],
+    backend: str,
+    modules: Sequence[str],
+    biased: set[str] | None = None,
+) -> None:
+    """Replace ``modules`` (dotted names) by empty :class:`GPTQLinear` of the same shape;
+    ``biased``: the names that get a bias (default: those whose layer has one)."""
     for name in modules:
-        lin = model.get_submodule(name)
+        try:
+            lin = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"the checkpoint quantizes {name!r}, which {type(model).__name__} does not have "
+                "(is it the same architecture?)"
+            ) from None
+        if isinstance(lin, GPTQLinear):
+            continue
         kind = _layer_kind(lin)
         w = lin.weight
         out_f, in_f = (w.shape[1], w.shape[0]) if kind == "conv1d" else (w.shape[0], w.shape[1])
+        has_bias = getattr(lin, "bias", None) is not None if biased is None else name in biased
         q = GPTQLinear(
             int(in_f),
             int(out_f),
             qcfg["bits"],
             qcfg["group_size"],
-            getattr(lin, "bias", None) is not None,
+            has_bias,
             qcfg["checkpoint_format"],
             backend,
             qcfg.get("sym", True),

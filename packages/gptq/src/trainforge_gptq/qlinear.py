@@ -179,6 +179,73 @@ class GPTQLinear(nn.Module):
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
 
+# Group sizes GPTQModel's portable kernels accept (``GPTQModel:gptqmodel/nn_modules/qlinear/
+# torch.py`` and ``tritonv2.py``: ``SUPPORTS_GROUP_SIZE``; a group as wide as the layer is
+# accepted too); its exllama / marlin kernels take only -1, 32, 64 and 128.
+PORTABLE_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+"""Group sizes GPTQModel's loaders accept; others warn (see :func:`check_portable_group_size`)."""
+
+
+def check_portable_group_size(group_size: int, in_features: int | None = None) -> bool:
+    """Warn (UserWarning) when GPTQModel's loaders would refuse ``group_size``; return
+    whether it is portable. Our own loaders read every group size."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int):
+        raise TypeError(f"group_size must be an integer, got {group_size!r}")
+    if group_size in PORTABLE_GROUP_SIZES or group_size == in_features:
+        return True
+    warnings.warn(
+        f"group_size={group_size} packs and loads here, but GPTQModel (and transformers, which "
+        f"loads GPTQ checkpoints through it) refuses it: its kernels take {PORTABLE_GROUP_SIZES} "
+        "(exllama / marlin only -1, 32, 64, 128). Use one of those for a portable checkpoint.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return False
+
+
+def read_checkpoint_config(raw: Any) -> dict[str, Any]:
+    """Check and normalise a GPTQ ``quantization_config`` / ``quantize_config.json`` dict as
+    written by this package, GPTQModel (v1 ``"gptq"`` or ``"gptq_v2"`` checkpoints), AutoGPTQ
+    or transformers; refuse settings this loader cannot read, with the reason."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"quantization config must be a dict, got {type(raw).__name__}")
+    qcfg = dict(raw)
+    method = qcfg.get("quant_method", "gptq")
+    method = str(getattr(method, "value", method)).lower()  # transformers' enum or a str
+    if method != "gptq":
+        raise ValueError(f"quant_method={method!r}: only GPTQ checkpoints ('gptq') load here")
+    if "bits" not in qcfg:
+        raise ValueError(f"quantization config has no 'bits' (keys {sorted(qcfg)})")
+    check_bits(qcfg["bits"])
+    gs = qcfg.get("group_size", -1)
+    if isinstance(gs, bool) or not isinstance(gs, int) or not (gs == -1 or gs > 0):
+        raise ValueError(f"group_size must be -1 or a positive integer, got {gs!r}")
+    fmt = qcfg.get("checkpoint_format") or qcfg.get("format") or "gptq"
+    fmt = str(getattr(fmt, "value", fmt)).lower()
+    if fmt not in ("gptq", "gptq_v2"):
+        raise ValueError(
+            f"checkpoint_format={fmt!r} is a kernel-specific repacking (GPTQModel writes "
+            "'marlin' / 'bitblas' / 'ipex' layouts that only it reads); only 'gptq' (v1) and "
+            "'gptq_v2' load here. Re-save it with GPTQModel in the 'gptq' format."
+        )
+    pack_dtype = str(qcfg.get("pack_dtype", "int32")).removeprefix("torch.")
+    if pack_dtype != "int32":
+        raise ValueError(f"pack_dtype={pack_dtype!r}: only int32 packing loads here")
+    if qcfg.get("dynamic"):
+        raise ValueError(
+            "the checkpoint has per-module 'dynamic' overrides (GPTQModel), which this loader "
+            "does not read; every quantized module must share bits and group_size"
+        )
+    for flag in ("sym", "desc_act"):
+        if not isinstance(qcfg.get(flag, False), bool):
+            raise TypeError(f"{flag} must be true or false, got {qcfg[flag]!r}")
+    qcfg.update(quant_method="gptq", group_size=gs, checkpoint_format=fmt)
+    qcfg.setdefault("sym", True)
+    qcfg.setdefault("desc_act", False)
+    qcfg.pop("format", None)
+    return qcfg
+
+
 def quantization_config(model: nn.Module) -> dict[str, Any]:
     """The ``quantization_config`` dict recorded by :func:`quantize_model` on a model."""
     cfg = getattr(model, "gptq_quantization_config", None)
@@ -190,15 +257,26 @@ def quantization_config(model: nn.Module) -> dict[str, Any]:
     return dict(cfg)
 
 
+def attach_config(model: nn.Module, qcfg: dict[str, Any]) -> None:
+    """Record ``qcfg`` on the model, and on its transformers config so that
+    ``save_pretrained`` writes it into ``config.json`` as GPTQModel checkpoints do."""
+    model.gptq_quantization_config = dict(qcfg)  # type: ignore[assignment]
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        config.quantization_config = dict(qcfg)
+
+
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
     """Write ``model.safetensors`` (state dict, tied weights once) and
     ``quantize_config.json`` into directory ``path``; also the transformers config with a
-    ``quantization_config`` entry when the model has one."""
+    ``quantization_config`` entry when the model has one. Same tensors and config as
+    ``model.save_pretrained(path)``."""
     from safetensors.torch import save_file
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     qcfg = quantization_config(model)
+    check_portable_group_size(qcfg["group_size"])
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ValueError(f"path={str(out)!r} exists and is not a directory")
@@ -221,22 +299,66 @@ def save_quantized(model: nn.Module, path: str | Path) -> Path:
     return out
 
 
+def _weight_files(root: Path, qcfg: dict[str, Any]) -> list[Path]:
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [root / n for n in names]
+    base = qcfg.get("model_file_base_name")  # AutoGPTQ: gptq_model-4bit-128g.safetensors
+    if base and (root / f"{base}.safetensors").is_file():
+        return [root / f"{base}.safetensors"]
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{str(root)!r} holds no .safetensors weights")
+    return files
+
+
+def read_config_file(root: Path) -> dict[str, Any]:
+    """The GPTQ config of a checkpoint directory: ``quantize_config.json`` (ours, AutoGPTQ,
+    GPTQModel) or the ``quantization_config`` entry of ``config.json`` (transformers)."""
+    if (root / "quantize_config.json").is_file():
+        return read_checkpoint_config(json.loads((root / "quantize_config.json").read_text()))
+    if (root / "config.json").is_file():
+        cfg = json.loads((root / "config.json").read_text())
+        text = cfg.get("text_config") or {}
+        raw = cfg.get("quantization_config") or text.get("quantization_config")
+        if raw is not None:
+            return read_checkpoint_config(raw)
+    raise ValueError(
+        f"{str(root)!r} is not a GPTQ checkpoint: no quantize_config.json and no "
+        "quantization_config in config.json"
+    )
+
+
 def load_quantized(model: nn.Module, path: str | Path, backend: str = "auto") -> nn.Module:
-    """Load a directory written by :func:`save_quantized` into ``model``, an unquantized
-    instance of the same architecture: its quantized linears are replaced by empty
-    :class:`GPTQLinear` modules, then the state dict is loaded (strictly)."""
+    """Load a GPTQ checkpoint directory into ``model``, an unquantized instance of the same
+    architecture: every module with a ``qweight`` in the checkpoint is replaced by an empty
+    :class:`GPTQLinear`, then the state dict is loaded (strictly).
+
+    Reads what :func:`save_quantized` and ``save_pretrained`` write, and GPTQModel /
+    AutoGPTQ checkpoints in the v1 (``"gptq"``) and ``"gptq_v2"`` formats (config from
+    ``quantize_config.json`` or ``config.json``; one or sharded ``.safetensors`` files)."""
     from safetensors.torch import load_file
 
     from trainforge_gptq.model import _replace_with_empty
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     root = Path(path)
-    if not (root / "model.safetensors").is_file() or not (root / "quantize_config.json").is_file():
-        raise ValueError(f"{str(root)!r} has no model.safetensors + quantize_config.json")
-    qcfg = json.loads((root / "quantize_config.json").read_text())
-    _replace_with_empty(model, qcfg, backend)
-    state = load_file(str(root / "model.safetensors"))
+    if not root.is_dir():
+        raise ValueError(f"path={str(root)!r} is not a checkpoint directory")
+    qcfg = read_config_file(root)
+    state: dict[str, torch.Tensor] = {}
+    for f in _weight_files(root, qcfg):
+        state.update(load_file(str(f)))
+    modules = sorted(k.removesuffix(".qweight") for k in state if k.endswith(".qweight"))
+    if modules:
+        check_portable_group_size(qcfg["group_size"])
+    _replace_with_empty(model, qcfg, backend, modules, {m for m in modules if f"{m}.bias" in state})
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight")}
+    # Checkpoints without act-order may omit g_idx: GPTQLinear's default is arange // gs.
+    tied |= {k for k in missing if k.endswith(".g_idx") and k[:-6] in modules}
     if set(missing) - tied or unexpected:
         raise ValueError(
             f"checkpoint does not match the model: missing {sorted(missing)}, "
@@ -244,5 +366,6 @@ def load_quantized(model: nn.Module, path: str | Path, backend: str = "auto") ->
         )
     if tied and hasattr(model, "tie_weights"):
         model.tie_weights()
-    model.gptq_quantization_config = qcfg  # type: ignore[assignment]
+    qcfg.setdefault("trainforge", {})["modules"] = modules
+    attach_config(model, qcfg)
     return model

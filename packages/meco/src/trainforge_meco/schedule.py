@@ -203,6 +203,7 @@ class MeCoDataset(IterableDataset):
             start_step,
         )
         self.step = start_step  # the step of the next example to be yielded
+        self.examples_served = 0  # examples yielded by this object (in this process)
 
     def __len__(self) -> int:
         return (self.schedule.total_steps - self.start_step) * self.examples_per_step
@@ -229,5 +230,7 @@ class MeCoDataset(IterableDataset):
                     cool = _cycle(self.cooldown_source, "cooldown_source")
                 source = cool
             for _ in range(self.examples_per_step):
-                yield next(source)
+                item = next(source)
+                self.examples_served += 1
+                yield item
         self.step = self.schedule.total_steps

@@ -43,7 +43,7 @@ def test_schedule_bad_inputs() -> None:
 
 
 def test_lr_is_one_cosine_matching_transformers() -> None:
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
     total = 200
     ours = meco_lr_lambda(total)  # warmup 5%, min 0.1 (MeCo run configs)

@@ -152,3 +152,99 @@ def test_dataset_and_pool_bad_inputs() -> None:
         meco_lr_lambda(10, warmup_ratio=1.0)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         meco_lr_lambda(10, min_lr_ratio=2.0)
+
+
+# -- sharded across ranks (issue 25) ----------------------------------------------------------
+def _rank_streams(meta, cool, sched, per_step, world, **kw):
+    """Per rank, the list of examples each global step gives it."""
+    out = []
+    for rank in range(world):
+        data = MeCoDataset(meta, cool, sched, per_step, rank=rank, world_size=world, **kw)
+        items = list(data)
+        local = per_step // world
+        assert len(items) == len(data) == sched.total_steps * local
+        out.append([items[s * local : (s + 1) * local] for s in range(sched.total_steps)])
+    return out
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_ranks_are_disjoint_and_their_union_is_the_single_process_step(
+    shuffle: bool, world: int
+) -> None:
+    meta, cool = list(range(100, 137)), list(range(-9, 0))  # 37 and 9: epochs end mid-step
+    sched = MeCoSchedule(30)
+    per_step = 6
+    single = _rank_streams(meta, cool, sched, per_step, 1, shuffle=shuffle, seed=5)[0]
+    ranks = _rank_streams(meta, cool, sched, per_step, world, shuffle=shuffle, seed=5)
+    flat = []  # (example, rank) in stream order
+    for step in range(sched.total_steps):
+        parts = [ranks[r][step] for r in range(world)]
+        union = [x for p in parts for x in p]
+        assert sorted(union) == sorted(single[step])  # = one process with the global batch
+        phase = sched.phase(step)
+        pool = set(meta) if phase == "metadata" else set(cool)
+        assert set(union) <= pool  # every rank switches at the same global step
+        # rank r holds positions r, r + world, ...: interleave back into stream order
+        flat.append([(parts[j % world][j // world], j % world) for j in range(per_step)])
+
+    def epochs(steps, size):
+        stream = [x for step in steps for x in step]
+        return [stream[e * size : (e + 1) * size] for e in range(len(stream) // size)]
+
+    # every document exactly once per epoch across ranks, and the ranks' shares of an epoch
+    # disjoint (27 steps x 6 = 162 = 4 epochs of 37 + 14; the cooldown: 3 x 6 = 2 x 9)
+    for size, pool_list, steps in (
+        (37, meta, flat[: sched.cooldown_start]),
+        (9, cool, flat[sched.cooldown_start :]),
+    ):
+        windows = epochs(steps, size)
+        assert len(windows) == (4 if size == 37 else 2)
+        for window in windows:
+            assert sorted(x for x, _ in window) == sorted(pool_list)
+            shares = [{x for x, r in window if r == rank} for rank in range(world)]
+            assert sum(len(sh) for sh in shares) == size and all(shares)
+    stream = [x for step in flat[: sched.cooldown_start] for x, _ in step]
+    if shuffle:
+        assert stream[:37] != meta and stream[:37] != stream[37:74]  # a new order per epoch
+    else:
+        assert stream[:37] == meta
+
+
+def test_sharded_stream_is_deterministic_and_resumes_mid_epoch() -> None:
+    meta, cool = list(range(23)), list(range(100, 105))
+    sched = MeCoSchedule(20)
+    kw = {"rank": 1, "world_size": 2, "shuffle": True, "seed": 7}
+    full = list(MeCoDataset(meta, cool, sched, 4, **kw))
+    assert full == list(MeCoDataset(meta, cool, sched, 4, **kw))  # deterministic
+    assert full != list(MeCoDataset(meta, cool, sched, 4, **{**kw, "seed": 8}))
+    for start in (7, sched.cooldown_start, 19):  # 7 x 4 = 28: mid-way through epoch 2
+        resumed = list(MeCoDataset(meta, cool, sched, 4, start_step=start, **kw))
+        assert resumed == full[start * 2 :]
+
+
+def test_sharded_dataset_bad_inputs() -> None:
+    sched = MeCoSchedule(10)
+    with pytest.raises(ValueError, match="divisible by world_size=4"):
+        MeCoDataset([1], [2], sched, 6, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\)"):
+        MeCoDataset([1], [2], sched, 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be a positive"):
+        MeCoDataset([1], [2], sched, 2, world_size=0)
+    with pytest.raises(ValueError, match="rank must be an integer"):
+        MeCoDataset([1], [2], sched, 2, rank=0.0, world_size=2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sized and indexable"):
+        MeCoDataset(lambda: iter([1]), [2], sched, 2, rank=0, world_size=2)
+    with pytest.raises(TypeError, match="sized and indexable"):
+        MeCoDataset([1], iter([2]), sched, shuffle=True)
+    with pytest.raises(TypeError, match="shuffle must be a bool"):
+        MeCoDataset([1], [2], sched, shuffle=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        MeCoDataset([1], [2], sched, seed="0")  # type: ignore[arg-type]
+
+
+def test_more_than_one_dataloader_worker_is_refused() -> None:
+    data = MeCoDataset(list(range(8)), [9], MeCoSchedule(10), 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
+    with pytest.raises(Exception, match="num_workers=2"):
+        list(loader)

@@ -39,17 +39,3 @@ def test_unknown_attribute() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         trainforge_meco.nope  # noqa: B018
-
-
-def test_readme_usage_snippet_runs() -> None:
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    usage = readme.split("## Usage", 1)[1]
-    code = re.search(r"```python\n(.*?)```", usage, flags=re.DOTALL)
-    assert code is not None
-    namespace: dict = {}
-    exec(compile(code.group(1), "README-usage", "exec"), namespace)
-    assert namespace["batch"]["input_ids"].shape == (4, 64)
-    assert namespace["prompt"][0] == namespace["tok"].bos_token_id

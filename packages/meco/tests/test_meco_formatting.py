@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -28,7 +29,7 @@ def enc(text: str) -> list[int]:
     [
         ("https://en.wikipedia.org/wiki/X", "en.wikipedia.org"),
         ("http://www.example.com", "www.example.com"),
-        ("HTTPS://News.BBC.co.uk/a/b?c=d", "news.bbc.co.uk"),
+        ("HTTPS://News.BBC.co.uk/a/b?c=d", "News.BBC.co.uk"),  # kept as written (reference)
         ("en.wikipedia.org/wiki/Y", "en.wikipedia.org"),
         ("https://user:pw@host.io:8080/x", "host.io:8080"),
         ("https://192.168.0.1/index.html", "192.168.0.1"),
@@ -56,9 +57,98 @@ def test_url_modes_give_documented_strings(mode: str, expected: str) -> None:
 
 
 def test_domain_and_suffix_handle_second_level_suffixes() -> None:
+    pytest.importorskip("tldextract")
     assert url_to_metadata("https://news.bbc.co.uk/x", "domain") == "bbc.co.uk"
     assert url_to_metadata("https://news.bbc.co.uk/x", "suffix") == "co.uk"
-    assert url_to_metadata("https://localhost/x", "domain") == "localhost"
+    # suffixes a hand-written two-label list misses (the Public Suffix List has them)
+    assert url_to_metadata("https://www.city.kawasaki.jp/x", "domain") == "city.kawasaki.jp"
+    assert url_to_metadata("https://a.b.gov.br/x", "suffix") == "gov.br"
+    assert url_to_metadata("https://shop.example.co.jp/x", "domain") == "example.co.jp"
+    assert url_to_metadata("https://localhost/x", "domain") == "localhost."  # as the reference
+
+
+# URLs of the kinds a web crawl holds, and cases where hand-written rules go wrong.
+REFERENCE_URLS = [
+    "https://en.wikipedia.org/wiki/Genesis",
+    "http://www.example.com",
+    "https://News.BBC.co.uk/a/b?c=d",
+    "https://WWW.Example.COM/Path",
+    "https://host.io:8080/x",
+    "https://192.168.0.1/index.html",
+    "https://web.archive.org/web/2020/https://example.com/a",
+    "web.archive.org/web/2020/http://x.org",
+    "https://foo.blogspot.com/2020/01/post.html",
+    "https://www.city.kawasaki.jp/index.html",
+    "https://shop.example.co.jp/item",
+    "https://a.b.gov.br/x",
+    "https://example.com./trailing-dot",
+    "https://my-site.github.io/page",
+    "https://sub.domain.example.ac.uk/x",
+    "http://xn--bcher-kva.de/",
+    "https://localhost/x",
+    "https://deep.sub.domain.example.org/a/b/c",
+]
+
+
+@functools.cache
+def _snapshot_extractor():
+    import tldextract
+
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def _reference_metadata(url: str, mode: str, mapping: dict | None = None) -> str:
+    """princeton-pli/MeCo:datatools/mds_pack_data.py (the --use_short_url / --use_url_domain /
+    --use_url_suffix / --use_url_filtering branch), re-stated: scheme removed with
+    re.sub(r"https?://", ...), text before the first "/", tldextract, then the filter. The
+    reference's tldextract.extract may fetch a newer suffix list; here the bundled snapshot."""
+    import re
+
+    extract = _snapshot_extractor()
+    url = re.sub(r"https?://", "", url).split("/")[0]
+    if mode == "domain":
+        ext = extract(url)
+        url = f"{ext.domain}.{ext.suffix}"
+    if mode == "suffix":
+        url = extract(url).suffix
+    if mapping is not None and url not in mapping:
+        url = "unknown"
+    return url
+
+
+@pytest.mark.parametrize("mode", ["host", "domain", "suffix"])
+def test_metadata_strings_equal_the_reference(mode: str) -> None:
+    pytest.importorskip("tldextract")
+    ours = [url_to_metadata(u, mode) for u in REFERENCE_URLS]  # type: ignore[arg-type]
+    assert ours == [_reference_metadata(u, mode) for u in REFERENCE_URLS]
+
+
+@pytest.mark.parametrize("mode", ["host", "domain", "suffix"])
+def test_allow_list_applies_to_the_modes_value_as_in_the_reference(mode: str) -> None:
+    pytest.importorskip("tldextract")
+    allowed = {"bbc.co.uk", "org", "en.wikipedia.org", "example.co.jp"}
+    ours = [url_to_metadata(u, mode, allowed_hosts=allowed) for u in REFERENCE_URLS]  # type: ignore[arg-type]
+    assert ours == [_reference_metadata(u, mode, allowed) for u in REFERENCE_URLS]
+    assert len(set(ours)) > 1  # the filter kept some and dropped others
+
+
+def test_documented_differences_from_the_reference_host() -> None:
+    # credentials dropped, a query right after the host cut, an upper-case scheme removed
+    assert url_host("https://user:pw@host.io/x") == "host.io"
+    assert url_host("https://example.com?q=1") == "example.com"
+    assert url_host("HTTP://Example.com/x") == "Example.com"
+
+
+def test_domain_modes_without_tldextract_name_the_extra(monkeypatch) -> None:
+    import sys
+
+    import trainforge_meco.formatting as formatting
+
+    monkeypatch.setattr(formatting, "_EXTRACTOR", None)
+    monkeypatch.setitem(sys.modules, "tldextract", None)  # import fails
+    with pytest.raises(ImportError, match=r"trainforge-meco\[domains\]"):
+        url_to_metadata("https://a.com", "domain")
+    assert url_to_metadata("https://a.com", "host") == "a.com"  # host mode needs nothing
 
 
 def test_hash_mode_is_a_stable_opaque_id_per_host() -> None:
@@ -104,6 +194,8 @@ def test_url_bad_types_and_modes() -> None:
         url_to_metadata("https://a.com", "fixed")
     with pytest.raises(ValueError, match="hash_length"):
         url_to_metadata("https://a.com", "hash", hash_length=2)
+    with pytest.raises(TypeError, match="allowed_hosts must be a collection"):
+        url_to_metadata("https://a.com", allowed_hosts="a.com")
 
 
 # -- golden format -------------------------------------------------------------------------

@@ -218,3 +218,30 @@ def test_packing_bad_inputs(examples) -> None:
     packed = pack_documents(examples, 32, "pad")
     with pytest.raises(ValueError, match="attention"):
         packed.model_inputs("flash")  # type: ignore[arg-type]
+
+
+def test_declared_transformers_floor_is_where_isolation_was_measured() -> None:
+    """transformers 4.45.2 - 4.53.0 ignore restarting position_ids (0.25 max logit leak on a
+    tiny Llama); 4.53.1 isolates (< 1e-7). The declared floor must not admit a leaking one."""
+    from importlib.metadata import requires
+
+    from trainforge_meco.packing import POSITION_IDS_ISOLATION_MIN, _version_tuple
+
+    spec = next(r for r in requires("trainforge-meco") if r.startswith("transformers"))
+    assert ">=" in spec, spec
+    floor = _version_tuple(spec.split(">=")[1].split(",")[0].split(";")[0].strip())
+    assert floor >= POSITION_IDS_ISOLATION_MIN == (4, 53, 1)
+
+
+@pytest.mark.parametrize("version", ["4.45.2", "4.52.4", "4.53.0", "4.53.0rc1"])
+def test_position_ids_packing_is_refused_on_a_leaking_transformers(version, monkeypatch) -> None:
+    import trainforge_meco.packing as packing
+
+    monkeypatch.setattr(packing, "_installed_transformers", lambda: version)
+    with pytest.raises(
+        RuntimeError, match=r"upgrade to transformers>=4.53.1 or use attention='mask'"
+    ):
+        MeCoCollator()
+    MeCoCollator(attention="mask")  # the explicit mask isolates on every version
+    for ok in ("4.53.1", "4.54.0.dev0", "5.22.1"):
+        packing._check_position_ids_isolation(ok)

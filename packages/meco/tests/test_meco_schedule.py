@@ -8,10 +8,14 @@ import torch
 from trainforge_meco import MeCoDataset, MeCoSchedule, meco_lr_lambda, split_pools
 
 
-@pytest.mark.parametrize("total", [10, 37, 100, 999, 40_000])
-def test_phase_switch_at_exactly_ninety_percent(total: int) -> None:
+# Hand-computed: cooldown_start = round(0.9 * total) with Python's round (half to even), so
+# 4.5 -> 4 and 13.5 -> 14; written out, not recomputed with the implementation's formula.
+@pytest.mark.parametrize(
+    ("total", "boundary"),
+    [(10, 9), (37, 33), (100, 90), (999, 899), (40_000, 36_000), (5, 4), (15, 14), (1, 1)],
+)
+def test_phase_switch_at_exactly_ninety_percent(total: int, boundary: int) -> None:
     sched = MeCoSchedule(total)
-    boundary = round(0.9 * total)
     phases = [sched.phase(s) for s in range(total)]
     assert phases == ["metadata"] * boundary + ["cooldown"] * (total - boundary)
     assert sched.cooldown_start == boundary and sched.cooldown_steps == total - boundary
@@ -43,7 +47,7 @@ def test_schedule_bad_inputs() -> None:
 
 
 def test_lr_is_one_cosine_matching_transformers() -> None:
-    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup
 
     total = 200
     ours = meco_lr_lambda(total)  # warmup 5%, min 0.1 (MeCo run configs)
@@ -60,6 +64,9 @@ def test_lr_is_one_cosine_matching_transformers() -> None:
 
 
 def test_lr_is_continuous_across_the_switch_and_optimizer_state_is_kept() -> None:
+    """A loop through MeCoDataset: the data switch happens at step 36 of 40 (seen in the
+    targets the model gets), the LR follows the reference's closed form through it, and the
+    optimizer's state keeps counting (no new optimizer, no reset)."""
     torch.manual_seed(0)
     total = 40
     sched = MeCoSchedule(total)
@@ -70,26 +77,24 @@ def test_lr_is_continuous_across_the_switch_and_optimizer_state_is_kept() -> Non
     cool = [(torch.randn(4), torch.tensor([-1.0])) for _ in range(8)]
     data = MeCoDataset(meta, cool, sched, examples_per_step=2)
     loader = torch.utils.data.DataLoader(data, batch_size=2)
-    lrs, state_ids, phases = [], {}, []
-    for step, (x, y) in enumerate(loader):
-        phases.append(data.phase if step < total - 1 else sched.phase(step))
+    lrs, sources = [], []
+    for x, y in loader:
+        sources.append("metadata" if bool((y > 0).all()) else "cooldown")
+        assert bool((y > 0).all()) or bool((y < 0).all())  # a step never mixes the pools
         loss = ((model(x) - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         lrs.append(opt.param_groups[0]["lr"])
         lr_sched.step()
-        if step == sched.cooldown_start - 1:
-            state_ids = {id(v) for st in opt.state.values() for v in st.values()}
-    assert step == total - 1
-    # the same state tensors after the switch (updated in place, not re-created)
-    assert state_ids == {id(v) for st in opt.state.values() for v in st.values()}
-    expected = [1e-2 * meco_lr_lambda(total)(s) for s in range(total)]
-    assert lrs == pytest.approx(expected)
-    b = sched.cooldown_start
-    jump = abs(lrs[b] - lrs[b - 1])
-    typical = max(abs(lrs[i] - lrs[i - 1]) for i in range(b - 3, b - 1))
-    assert jump <= 1.5 * typical  # no restart, no re-warm-up
+    assert sources == ["metadata"] * 36 + ["cooldown"] * 4
+    # warm-up ceil(0.05 * 40) = 2 steps, then a cosine from 1 to 0.1 over the other 38
+    expected = [
+        1e-2 * (s / 2 if s < 2 else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - 2) / 38)))
+        for s in range(total)
+    ]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert all(int(st["step"]) == total for st in opt.state.values())  # never reset
 
 
 def test_dataset_switches_source_at_the_boundary_and_pools_are_disjoint() -> None:
@@ -152,3 +157,99 @@ def test_dataset_and_pool_bad_inputs() -> None:
         meco_lr_lambda(10, warmup_ratio=1.0)
     with pytest.raises(ValueError, match="min_lr_ratio"):
         meco_lr_lambda(10, min_lr_ratio=2.0)
+
+
+# -- sharded across ranks (issue 25) ----------------------------------------------------------
+def _rank_streams(meta, cool, sched, per_step, world, **kw):
+    """Per rank, the list of examples each global step gives it."""
+    out = []
+    for rank in range(world):
+        data = MeCoDataset(meta, cool, sched, per_step, rank=rank, world_size=world, **kw)
+        items = list(data)
+        local = per_step // world
+        assert len(items) == len(data) == sched.total_steps * local
+        out.append([items[s * local : (s + 1) * local] for s in range(sched.total_steps)])
+    return out
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_ranks_are_disjoint_and_their_union_is_the_single_process_step(
+    shuffle: bool, world: int
+) -> None:
+    meta, cool = list(range(100, 137)), list(range(-9, 0))  # 37 and 9: epochs end mid-step
+    sched = MeCoSchedule(30)
+    per_step = 6
+    single = _rank_streams(meta, cool, sched, per_step, 1, shuffle=shuffle, seed=5)[0]
+    ranks = _rank_streams(meta, cool, sched, per_step, world, shuffle=shuffle, seed=5)
+    flat = []  # (example, rank) in stream order
+    for step in range(sched.total_steps):
+        parts = [ranks[r][step] for r in range(world)]
+        union = [x for p in parts for x in p]
+        assert sorted(union) == sorted(single[step])  # = one process with the global batch
+        phase = sched.phase(step)
+        pool = set(meta) if phase == "metadata" else set(cool)
+        assert set(union) <= pool  # every rank switches at the same global step
+        # rank r holds positions r, r + world, ...: interleave back into stream order
+        flat.append([(parts[j % world][j // world], j % world) for j in range(per_step)])
+
+    def epochs(steps, size):
+        stream = [x for step in steps for x in step]
+        return [stream[e * size : (e + 1) * size] for e in range(len(stream) // size)]
+
+    # every document exactly once per epoch across ranks, and the ranks' shares of an epoch
+    # disjoint (27 steps x 6 = 162 = 4 epochs of 37 + 14; the cooldown: 3 x 6 = 2 x 9)
+    for size, pool_list, steps in (
+        (37, meta, flat[: sched.cooldown_start]),
+        (9, cool, flat[sched.cooldown_start :]),
+    ):
+        windows = epochs(steps, size)
+        assert len(windows) == (4 if size == 37 else 2)
+        for window in windows:
+            assert sorted(x for x, _ in window) == sorted(pool_list)
+            shares = [{x for x, r in window if r == rank} for rank in range(world)]
+            assert sum(len(sh) for sh in shares) == size and all(shares)
+    stream = [x for step in flat[: sched.cooldown_start] for x, _ in step]
+    if shuffle:
+        assert stream[:37] != meta and stream[:37] != stream[37:74]  # a new order per epoch
+    else:
+        assert stream[:37] == meta
+
+
+def test_sharded_stream_is_deterministic_and_resumes_mid_epoch() -> None:
+    meta, cool = list(range(23)), list(range(100, 105))
+    sched = MeCoSchedule(20)
+    kw = {"rank": 1, "world_size": 2, "shuffle": True, "seed": 7}
+    full = list(MeCoDataset(meta, cool, sched, 4, **kw))
+    assert full == list(MeCoDataset(meta, cool, sched, 4, **kw))  # deterministic
+    assert full != list(MeCoDataset(meta, cool, sched, 4, **{**kw, "seed": 8}))
+    for start in (7, sched.cooldown_start, 19):  # 7 x 4 = 28: mid-way through epoch 2
+        resumed = list(MeCoDataset(meta, cool, sched, 4, start_step=start, **kw))
+        assert resumed == full[start * 2 :]
+
+
+def test_sharded_dataset_bad_inputs() -> None:
+    sched = MeCoSchedule(10)
+    with pytest.raises(ValueError, match="divisible by world_size=4"):
+        MeCoDataset([1], [2], sched, 6, rank=0, world_size=4)
+    with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\)"):
+        MeCoDataset([1], [2], sched, 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be a positive"):
+        MeCoDataset([1], [2], sched, 2, world_size=0)
+    with pytest.raises(ValueError, match="rank must be an integer"):
+        MeCoDataset([1], [2], sched, 2, rank=0.0, world_size=2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sized and indexable"):
+        MeCoDataset(lambda: iter([1]), [2], sched, 2, rank=0, world_size=2)
+    with pytest.raises(TypeError, match="sized and indexable"):
+        MeCoDataset([1], iter([2]), sched, shuffle=True)
+    with pytest.raises(TypeError, match="shuffle must be a bool"):
+        MeCoDataset([1], [2], sched, shuffle=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        MeCoDataset([1], [2], sched, seed="0")  # type: ignore[arg-type]
+
+
+def test_more_than_one_dataloader_worker_is_refused() -> None:
+    data = MeCoDataset(list(range(8)), [9], MeCoSchedule(10), 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
+    with pytest.raises(Exception, match="num_workers=2"):
+        list(loader)

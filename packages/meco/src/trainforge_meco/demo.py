@@ -4,8 +4,11 @@ Each chapter's book is its metadata, written as a host (``"URL: 1-samuel.kjv\\n\
 Chapters are cut into chunks; the baseline trains on plain chunks of all training chapters;
 MeCo trains on book-conditioned chunks of 90% of the chapters, then for the last 10% of steps
 on plain chunks of the other 10% (a disjoint pool), with one AdamW and one LR schedule. Both
-see the same number of tokens (metadata tokens count, as in the paper). Held-out chapters are
-scored on their document tokens only, with no prefix, the right book and a wrong book.
+see the same number of tokens (metadata tokens count, as in the paper). A control arm runs
+MeCo's recipe with one fixed URL on every document (the reference's ``--use_fixed_url``
+ablation): same pools, same prefix mechanics and masking, same cooldown, but no information in
+the prefix, so MeCo minus control is what the metadata itself contributes. Held-out chapters
+are scored on their document tokens only, with no prefix, the right book and a wrong book.
 """
 
 from __future__ import annotations
@@ -77,6 +80,11 @@ QUICK = DemoConfig(
     curve_points=2,
     chapter_stride=10,
 )
+
+
+# The control arm's one URL for every document (princeton-pli/MeCo: --use_fixed_url); a
+# pseudo-host of the same form as the books' ("URL: bible.kjv\n\n").
+FIXED_URL = "bible.kjv"
 
 
 def book_url(book: str) -> str:
@@ -196,6 +204,7 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     meta_examples = [fmt(ids, book_url(book)) for book, ids in chunked(meta_docs)]
     meta_rows = pack(meta_examples)
     cool_rows = pack([fmt(ids) for _, ids in chunked(cool_docs)])
+    fixed_rows = pack([fmt(ids, metadata=FIXED_URL) for _, ids in chunked(meta_docs)])
 
     eval_pieces = chunked(kjv_split("eval"))
     stride = max(1, len(eval_pieces) // cfg.eval_chunks)
@@ -206,6 +215,7 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "none": [fmt(ids) for _, ids in eval_pieces],
         "right": [fmt(ids, book_url(book)) for book, ids in eval_pieces],
         "wrong": [fmt(ids, book_url(wrong[book])) for book, ids in eval_pieces],
+        "fixed": [fmt(ids, metadata=FIXED_URL) for _, ids in eval_pieces],
     }
     curve_set = eval_sets["none"]  # the same set as the end-of-run row
 
@@ -239,6 +249,15 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
             "meco",
             MeCoDataset(
                 random_rows(meta_rows, seed),
+                random_rows(cool_rows, seed + 1),
+                schedule,
+                cfg.batch_size,
+            ),
+        ),
+        (
+            "control",
+            MeCoDataset(
+                random_rows(fixed_rows, seed),
                 random_rows(cool_rows, seed + 1),
                 schedule,
                 cfg.batch_size,
@@ -300,6 +319,26 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "nats/token",
         better="higher",
     )
+    # MeCo against its fixed-URL control (same recipe, uninformative prefix): the "baseline"
+    # column is the control here.
+    report.add(
+        "vs fixed-URL control: held-out loss, no prefix (end of run)",
+        losses["control"]["none"],
+        losses["meco"]["none"],
+        "nats/token",
+    )
+    report.add(
+        f"vs fixed-URL control: held-out loss, no prefix (step {schedule.cooldown_start})",
+        at_switch["control"],
+        at_switch["meco"],
+        "nats/token",
+    )
+    report.add(
+        "vs fixed-URL control: held-out loss, own training prefix (right book / fixed URL)",
+        losses["control"]["fixed"],
+        losses["meco"]["right"],
+        "nats/token",
+    )
     report.add("training tokens (incl. metadata)", tokens, tokens, "tokens", better="none")
     report.add("train time", runs["baseline"].seconds, runs["meco"].seconds, "s", better="none")
     for name, r in runs.items():
@@ -319,6 +358,9 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         f"MeCo: metadata phase on {len(meta_docs)} training chapters, cooldown on plain chunks of "
         f"the other {len(cool_docs)} (disjoint pool) from step {schedule.cooldown_start} of "
         f"{cfg.steps}; the baseline trains on plain chunks of all {len(train_docs)}.",
+        f"Fixed-URL control: MeCo's recipe with 'URL: {FIXED_URL}' on every metadata-phase "
+        "chunk (the reference's --use_fixed_url ablation): same pools, cooldown, masking and "
+        "tokens; in the 'vs fixed-URL control' rows the baseline column is this control.",
         f"Evaluation: {len(eval_sets['none'])} chunks of held-out chapters (every 20th), loss on "
         "document tokens and EOS only, prefix '' / right book / a wrong book (the book half-way "
         "round the sorted list); prefixes in training-consistent ids mode.",
@@ -337,8 +379,14 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         config={k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         losses=losses,
         at_cooldown_start=at_switch,
+        control_fixed_url=FIXED_URL,
         cooldown_start=schedule.cooldown_start,
-        rows={"plain": len(plain_rows), "metadata": len(meta_rows), "cooldown": len(cool_rows)},
+        rows={
+            "plain": len(plain_rows),
+            "metadata": len(meta_rows),
+            "fixed_url": len(fixed_rows),
+            "cooldown": len(cool_rows),
+        },
     )
     if math.isnan(losses["meco"]["none"]):
         raise FloatingPointError("MeCo held-out loss is NaN")

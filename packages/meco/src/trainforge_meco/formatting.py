@@ -33,28 +33,29 @@ URL_MODES: tuple[str, ...] = ("host", "domain", "suffix", "hash", "fixed")
 PromptMode = Literal["ids", "text"]
 
 # princeton-pli/MeCo:datatools/mds_pack_data.py (--use_short_url): drop "http(s)://", keep the
-# text before the first "/".
+# text before the first "/", as written (no lower-casing, port and trailing dot kept).
 _SCHEME = re.compile(r"^https?://", flags=re.IGNORECASE)
 # A host name: labels of letters, digits, "-" and "_" joined by dots, an optional ":port".
 _HOST = re.compile(
     r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?(?::\d{1,5})?$"
 )
-_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
-# Two-label public suffixes common on the web. The reference uses tldextract (the full Public
-# Suffix List); this short list covers the frequent cases without a dependency or a download.
-SECOND_LEVEL_SUFFIXES = frozenset(
-    f"{sld}.{cc}"
-    for cc in ("uk", "au", "nz", "jp", "kr", "in", "za", "br", "cn", "tw", "hk", "il", "id", "sg")
-    for sld in ("co", "com", "org", "net", "ac", "gov", "edu", "ne", "or", "go", "gen", "ltd")
-)
+DOMAINS_EXTRA = "pip install 'trainforge-meco[domains]'"
+_EXTRACTOR: Any = None
 
 
 def url_host(url: str) -> str:
     """The host of ``url`` as MeCo's ``use_short_url`` writes it.
 
-    ``"https://en.wikipedia.org/wiki/X"`` -> ``"en.wikipedia.org"`` (subdomains kept). A URL
-    without a scheme is read the same way (``"en.wikipedia.org/wiki"``).
+    ``"https://en.wikipedia.org/wiki/X"`` -> ``"en.wikipedia.org"`` (subdomains kept). As in
+    the reference, the host is kept as written: its case, a ``:port`` and a trailing dot stay.
+    A URL without a scheme is read the same way (``"en.wikipedia.org/wiki"``); ``"://"`` later
+    in the path is fine (``web.archive.org/web/2020/https://example.com``).
+
+    Where this differs from the reference (``re.sub(r"https?://", "", url).split("/")[0]``),
+    on purpose: ``user:password@`` is dropped (credentials never go into training text), a
+    ``?query`` or ``#fragment`` right after the host is cut, an upper-case ``HTTP://`` is
+    removed like a lower-case one, and a URL with no valid host raises.
 
     Raises:
         TypeError: ``url`` is not a string.
@@ -77,17 +78,24 @@ def url_host(url: str) -> str:
         raise ValueError(
             f"url {url!r} has no valid host (got {host!r}); expected e.g. 'https://example.com/page'"
         )
-    return host.lower().rstrip(".")
+    return host
 
 
-def _split_suffix(host: str) -> tuple[list[str], str]:
-    name = host.split(":")[0]
-    labels = name.split(".")
-    if _IPV4.match(name) or len(labels) == 1:
-        return labels, ""
-    if len(labels) >= 3 and ".".join(labels[-2:]) in SECOND_LEVEL_SUFFIXES:
-        return labels[:-2], ".".join(labels[-2:])
-    return labels[:-1], labels[-1]
+def _extract(host: str) -> Any:
+    """``tldextract``'s split of ``host`` on its bundled Public Suffix List snapshot (ICANN
+    section, as ``tldextract.extract``'s default), never fetching a newer list."""
+    global _EXTRACTOR
+    if _EXTRACTOR is None:
+        try:
+            import tldextract
+        except ImportError as err:
+            raise ImportError(
+                "url_mode 'domain' and 'suffix' need the Public Suffix List from tldextract, "
+                f"as the reference uses: {DOMAINS_EXTRA}"
+            ) from err
+        # suffix_list_urls=() and no cache: the snapshot shipped inside tldextract, offline.
+        _EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    return _EXTRACTOR(host)
 
 
 def url_to_metadata(
@@ -103,35 +111,45 @@ def url_to_metadata(
     Modes (``princeton-pli/MeCo:datatools/mds_pack_data.py`` flags in brackets):
 
     - ``"host"`` [``--use_short_url``]: ``"en.wikipedia.org"``; the paper's default.
-    - ``"domain"`` [``--use_url_domain``]: registered domain + suffix, ``"wikipedia.org"``.
-    - ``"suffix"`` [``--use_url_suffix``]: the public suffix, ``"org"``.
+    - ``"domain"`` [``--use_url_domain``]: ``f"{domain}.{suffix}"`` from the Public Suffix
+      List (``tldextract``, the ``[domains]`` extra), ``"wikipedia.org"``, ``"bbc.co.uk"``;
+      as in the reference, a host without a public suffix keeps a trailing dot
+      (``"localhost."``, ``"192.168.0.1."``).
+    - ``"suffix"`` [``--use_url_suffix``]: the public suffix, ``"org"``, ``"co.uk"`` (empty for
+      an IP address, as in the reference).
     - ``"hash"`` [``--use_uuid``, hashed-URL ablation]: the first ``hash_length`` hex digits of
       SHA-256 of the host: an identifier with no semantic content.
     - ``"fixed"`` [``--use_fixed_url``]: ``fixed_url`` for every document (ablation).
 
-    ``allowed_hosts`` [``--use_url_filtering``]: hosts outside it become ``"unknown"``.
+    ``allowed_hosts`` [``--use_url_filtering``]: applied, as in the reference, to the value
+    the mode produced (hosts in ``host`` / ``hash`` / ``fixed`` mode, registered domains in
+    ``domain`` mode, suffixes in ``suffix`` mode; before hashing); others become
+    ``"unknown"``.
     """
     if mode not in URL_MODES:
         raise ValueError(f"mode must be one of {URL_MODES}, got {mode!r}")
+    if not isinstance(hash_length, int) or not 4 <= hash_length <= 64:
+        raise ValueError(f"hash_length must be an integer in [4, 64], got {hash_length!r}")
+    if allowed_hosts is not None and (
+        isinstance(allowed_hosts, str) or not isinstance(allowed_hosts, Collection)
+    ):
+        raise TypeError(
+            f"allowed_hosts must be a collection of strings, got {type(allowed_hosts).__name__}"
+        )
     if mode == "fixed":
         if not isinstance(fixed_url, str) or not fixed_url.strip():
             raise ValueError(f"mode='fixed' needs a non-empty fixed_url, got {fixed_url!r}")
-        return fixed_url
-    if not isinstance(hash_length, int) or not 4 <= hash_length <= 64:
-        raise ValueError(f"hash_length must be an integer in [4, 64], got {hash_length!r}")
-    host = url_host(url)
-    if allowed_hosts is not None and host not in allowed_hosts:
+        value = fixed_url
+    else:
+        value = url_host(url)
+        if mode in ("domain", "suffix"):
+            ext = _extract(value)
+            value = f"{ext.domain}.{ext.suffix}" if mode == "domain" else ext.suffix
+    if allowed_hosts is not None and value not in allowed_hosts:
         return "unknown"
-    if mode == "host":
-        return host
     if mode == "hash":
-        return hashlib.sha256(host.encode()).hexdigest()[:hash_length]
-    labels, suffix = _split_suffix(host)
-    if mode == "suffix":
-        return suffix or labels[-1]
-    if not suffix:  # IP address or single label: the whole host is the domain
-        return ".".join(labels)
-    return f"{labels[-1]}.{suffix}"
+        return hashlib.sha256(value.encode()).hexdigest()[:hash_length]
+    return value
 
 
 class MeCoExample(NamedTuple):

@@ -5,8 +5,10 @@ document's ``(start, end)`` in ``indices`` and trains with varlen flash attentio
 (``return_indices: true`` in ``princeton-pli/MeCo:run_configs/*.yaml``), so a token never
 attends to another document, in the baseline as well as in MeCo. Here each row carries:
 
-- ``position_ids`` restarting at 0 in every segment (transformers >= 4.5x detects the
-  restarts and builds the block-diagonal mask for SDPA / eager / FlexAttention / flash varlen);
+- ``position_ids`` restarting at 0 in every segment (transformers >= 4.53.1 detects the
+  restarts and builds the block-diagonal mask for SDPA / eager / FlexAttention / flash varlen;
+  up to 4.53.0 it silently let documents attend to each other: 0.25 max logit difference on
+  a tiny Llama, measured on 4.45.2, 4.52.4 and 4.53.0, below 1e-7 on 4.53.1);
 - ``segment_ids`` from which :func:`block_causal_mask` builds an explicit 4-D mask;
 - ``labels`` with -100 at the first token of every segment, so no position is trained to
   predict the start of the *next* document: a packed forward then scores exactly what
@@ -15,6 +17,7 @@ attends to another document, in the baseline as well as in MeCo. Here each row c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +32,48 @@ STRATEGIES: tuple[str, ...] = ("complete", "split", "pad")
 LONG_DOCUMENTS: tuple[str, ...] = ("error", "truncate", "split")
 # princeton-pli/MeCo:data.py: "If the mask is all 0 we might get nan loss" -> labels[-10:] restored.
 ALL_MASKED_RESTORE = 10
+# The first transformers whose causal LMs turn restarting position_ids into a block-diagonal
+# mask (measured: 4.53.0 leaks across documents, 4.53.1 does not). The package's floor.
+POSITION_IDS_ISOLATION_MIN = (4, 53, 1)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in piece:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits or 0))
+        if digits != piece:  # "0rc1", "dev0": stop at the pre-release tag
+            break
+    return tuple(parts)
+
+
+@functools.cache
+def _installed_transformers() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
+def _check_position_ids_isolation(version: str | None = None) -> None:
+    """Refuse ``attention="position_ids"`` where transformers would ignore the restarts."""
+    if version is None:
+        version = _installed_transformers()
+        if version is None:
+            return  # no transformers: the caller's own model decides
+    if _version_tuple(version) < POSITION_IDS_ISOLATION_MIN:
+        floor = ".".join(map(str, POSITION_IDS_ISOLATION_MIN))
+        raise RuntimeError(
+            f"transformers {version} does not isolate packed documents from restarting "
+            f"position_ids (documents would attend to each other); upgrade to "
+            f"transformers>={floor} or use attention='mask' (an explicit block-causal mask)"
+        )
 
 
 @dataclass
@@ -89,6 +134,8 @@ def _model_inputs(
 ) -> dict[str, Any]:
     if attention not in ("position_ids", "mask"):
         raise ValueError(f"attention must be 'position_ids' or 'mask', got {attention!r}")
+    if attention == "position_ids":
+        _check_position_ids_isolation()
     # use_cache=False: transformers builds the packed (block-diagonal) mask from restarting
     # position ids only when no KV cache is passed or created.
     out: dict[str, Any] = {
@@ -335,6 +382,8 @@ class MeCoCollator:
             raise ValueError(f"pad_id must be a non-negative integer, got {pad_id!r}")
         if attention not in ("position_ids", "mask"):
             raise ValueError(f"attention must be 'position_ids' or 'mask', got {attention!r}")
+        if attention == "position_ids":
+            _check_position_ids_isolation()
         self.pad_id, self.attention, self.mask_dtype = pad_id, attention, mask_dtype
 
     def __call__(self, features: Sequence[Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +148,66 @@ def _cycle(source: Iterable[T] | Callable[[], Iterable[T]], name: str) -> Iterat
             log.info("%s exhausted; starting its epoch 2", name)
 
 
+def _check_index(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _indexable(source: Any) -> bool:
+    return hasattr(source, "__len__") and hasattr(source, "__getitem__")
+
+
+class _IndexStream:
+    """Position ``p`` of an endless stream over a sized pool: epoch ``p // n``, the epoch's
+    permutation (identity without shuffle) at ``p % n``. Pure arithmetic, so any rank can
+    start anywhere (resume) and every rank agrees on what each position holds."""
+
+    def __init__(self, pool: Any, name: str, shuffle: bool, seed: int) -> None:
+        self.pool, self.name, self.shuffle, self.seed = pool, name, shuffle, seed
+        self.n = len(pool)
+        if self.n == 0:
+            raise ValueError(f"{name} yielded no examples")
+        self._epoch, self._order = -1, list(range(self.n))
+
+    def order(self, epoch: int) -> list[int]:
+        if epoch != self._epoch:
+            order = list(range(self.n))
+            if self.shuffle:
+                # A string seed: the same permutation in every process (no hash randomisation).
+                random.Random(f"meco:{self.seed}:{self.name}:{epoch}").shuffle(order)
+            self._epoch, self._order = epoch, order
+        return self._order
+
+    def __getitem__(self, position: int) -> Any:
+        epoch, offset = divmod(position, self.n)
+        return self.pool[self.order(epoch)[offset]]
+
+
 class MeCoDataset(IterableDataset):
-    """Yields ``examples_per_step`` examples per optimizer step: from ``metadata_source``
-    during the metadata phase, then from ``cooldown_source`` (plain documents, a disjoint pool)
-    from :attr:`MeCoSchedule.cooldown_start` on; stops after ``schedule.total_steps`` steps.
+    """Yields the examples of each optimizer step: from ``metadata_source`` during the
+    metadata phase, then from ``cooldown_source`` (plain documents, a disjoint pool) from
+    :attr:`MeCoSchedule.cooldown_start` on; stops after ``schedule.total_steps`` steps.
+
+    ``examples_per_step`` is the **global** number of examples per optimizer step (all ranks,
+    all accumulation micro-batches). Each pool is read as an endless stream, epoch after
+    epoch (re-iterated when exhausted); optimizer step ``s`` takes the next
+    ``examples_per_step`` positions of its phase's stream (the cooldown stream starts afresh
+    at the switch, like the reference deleting its data state).
+
+    **Sharded across ranks** (``rank``, ``world_size`` > 1; sized sources such as lists or
+    map-style datasets): rank ``r`` takes the positions ``r, r + world_size, ...`` of each
+    step's block, ``examples_per_step // world_size`` per step, so the ranks' examples are
+    disjoint, their union at every step is exactly what one process would take, every
+    document is served exactly once per epoch across ranks, and every rank switches to the
+    cooldown pool at the same global step. ``shuffle=True`` permutes each epoch with a
+    permutation derived from ``seed`` and the epoch alone (the same on every rank). Positions
+    are computed from the step, so ``start_step`` resumes exactly, mid-epoch included.
 
     The optimizer and LR schedule are the caller's and are never touched here, so they
-    continue across the switch. Sources are re-iterated when exhausted (another epoch).
-    ``start_step`` resumes mid-run (the cooldown source then starts fresh, like the
-    reference deleting its data state). Use ``num_workers=0`` in a DataLoader (or sources
-    that shard by worker), as with any unsharded ``IterableDataset``.
+    continue across the switch. Use ``num_workers`` 0 or 1 in a DataLoader; more workers
+    would each replay the stream and are refused. With the HF ``Trainer`` (which dispatches
+    one process's batches to every rank), leave ``world_size=1``.
     """
 
     def __init__(
@@ -168,6 +218,10 @@ class MeCoDataset(IterableDataset):
         examples_per_step: int = 1,
         *,
         start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = False,
+        seed: int = 0,
     ) -> None:
         if not isinstance(schedule, MeCoSchedule):
             raise TypeError(f"schedule must be a MeCoSchedule, got {type(schedule).__name__}")
@@ -196,23 +250,76 @@ class MeCoDataset(IterableDataset):
             or not 0 <= start_step <= schedule.total_steps
         ):
             raise ValueError(f"start_step must be in [0, total_steps], got {start_step!r}")
+        world_size = _check_index(world_size, "world_size")
+        rank = _check_index(rank, "rank")
+        if world_size < 1:
+            raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
+        if examples_per_step % world_size:
+            raise ValueError(
+                f"examples_per_step={examples_per_step} (global, per optimizer step) must be "
+                f"divisible by world_size={world_size}"
+            )
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"shuffle must be a bool, got {type(shuffle).__name__}")
+        seed = _check_index(seed, "seed")
+        if world_size > 1 or shuffle:
+            for name, src in (
+                ("metadata_source", metadata_source),
+                ("cooldown_source", cooldown_source),
+            ):
+                if not _indexable(src):
+                    raise TypeError(
+                        f"{name} must be sized and indexable (a list, PackedSequences, a "
+                        f"map-style dataset) to shard across ranks or shuffle, got "
+                        f"{type(src).__name__}"
+                    )
         self.metadata_source, self.cooldown_source = metadata_source, cooldown_source
         self.schedule, self.examples_per_step, self.start_step = (
             schedule,
             examples_per_step,
             start_step,
         )
+        self.rank, self.world_size, self.shuffle, self.seed = rank, world_size, shuffle, seed
+        self.local_examples_per_step = examples_per_step // world_size
         self.step = start_step  # the step of the next example to be yielded
+        self.examples_served = 0  # examples yielded by this object (in this process)
 
     def __len__(self) -> int:
-        return (self.schedule.total_steps - self.start_step) * self.examples_per_step
+        return (self.schedule.total_steps - self.start_step) * self.local_examples_per_step
 
     @property
     def phase(self) -> Phase:
         """The phase of the next example to be yielded."""
         return self.schedule.phase(min(self.step, self.schedule.total_steps - 1))
 
+    def positions(self, step: int) -> tuple[Phase, list[int]]:
+        """The phase of global ``step`` and the stream positions this rank serves in it."""
+        phase = self.schedule.phase(step)
+        first = step if phase == "metadata" else step - self.schedule.cooldown_start
+        base = first * self.examples_per_step
+        return phase, [
+            base + self.rank + self.world_size * j for j in range(self.local_examples_per_step)
+        ]
+
+    def _indexed(self) -> bool:
+        return (
+            self.world_size > 1
+            or self.shuffle
+            or (_indexable(self.metadata_source) and _indexable(self.cooldown_source))
+        )
+
     def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise RuntimeError(
+                f"MeCoDataset in a DataLoader with num_workers={info.num_workers}: every "
+                "worker would replay the same stream; use num_workers=0 or 1"
+            )
+        if self._indexed():
+            yield from self._iter_indexed()
+            return
         meta = _cycle(self.metadata_source, "metadata_source")
         cool: Iterator[Any] | None = None
         for step in range(self.start_step, self.schedule.total_steps):
@@ -229,5 +336,31 @@ class MeCoDataset(IterableDataset):
                     cool = _cycle(self.cooldown_source, "cooldown_source")
                 source = cool
             for _ in range(self.examples_per_step):
-                yield next(source)
+                item = next(source)
+                self.examples_served += 1
+                yield item
+        self.step = self.schedule.total_steps
+
+    def _iter_indexed(self) -> Iterator[Any]:
+        sources = {"metadata": self.metadata_source, "cooldown": self.cooldown_source}
+        streams: dict[str, _IndexStream] = {}  # built on first use (a pool may never be read)
+        for step in range(self.start_step, self.schedule.total_steps):
+            self.step = step
+            phase, positions = self.positions(step)
+            if step == self.schedule.cooldown_start:
+                log.info(
+                    "MeCo: switching to the cooldown source at step %d of %d (rank %d)",
+                    step,
+                    self.schedule.total_steps,
+                    self.rank,
+                )
+            if phase not in streams:
+                streams[phase] = _IndexStream(
+                    sources[phase], f"{phase}_source", self.shuffle, self.seed
+                )
+            stream = streams[phase]
+            for position in positions:
+                item = stream[position]
+                self.examples_served += 1
+                yield item
         self.step = self.schedule.total_steps

@@ -31,9 +31,16 @@ import torch
 
 from trainforge_core.bench import median_time
 from trainforge_core.models import tiny_llama
-from trainforge_optim_bench import OPTIMIZERS, build_optimizer, newton_schulz5, newton_schulz_flops
+from trainforge_optim_bench import (
+    BASELINES,
+    OPTIMIZERS,
+    build_optimizer,
+    newton_schulz5,
+    newton_schulz_flops,
+)
 from trainforge_optim_bench.grouping import decay_groups
 
+SOAP_PRESET = BASELINES["soap"]
 SIZES = {"10M": (384, 4, 6), "50M": (640, 8, 10), "smoke": (64, 1, 4)}  # hidden, layers, heads
 
 
@@ -62,7 +69,18 @@ def _public(model: torch.nn.Module) -> dict[str, Callable[[], torch.optim.Optimi
         "torch NAdam(decoupled)": lambda: torch.optim.NAdam(
             decay_groups(model, 0.1), lr=1e-3, decoupled_weight_decay=True
         ),
-        "pytorch-optimizer SOAP": lambda: po.SOAP(decay_groups(model, 0.1), lr=1e-3),
+        # the settings of ours (the paper's tuned preset: a basis refresh every step) and
+        # the same dimension cap; pytorch-optimizer's defaults (refresh every 10 steps, cap
+        # 10000, which also rotates the vocabulary axis) are another algorithm's cost
+        "pytorch-optimizer SOAP": lambda: po.SOAP(
+            decay_groups(model, SOAP_PRESET["weight_decay"]),
+            lr=1e-3,
+            betas=(SOAP_PRESET["beta1"], SOAP_PRESET["beta2"]),
+            shampoo_beta=SOAP_PRESET["shampoo_beta"],
+            eps=SOAP_PRESET["eps"],
+            precondition_frequency=SOAP_PRESET["precondition_frequency"],
+            max_precondition_dim=1024,
+        ),
         "pytorch-optimizer Muon": lambda: po.Muon(
             [{"params": [p for p in model.parameters() if p.ndim == 2], "use_muon": True}],
             lr=1e-3,

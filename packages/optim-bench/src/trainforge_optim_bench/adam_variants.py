@@ -47,9 +47,16 @@ class _AdamFamily(torch.optim.Optimizer):
             params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         )
 
-    def _direction(
-        self, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, group: dict
-    ) -> torch.Tensor:
+    def _apply(
+        self,
+        params: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        ms: list[torch.Tensor],
+        vs: list[torch.Tensor],
+        steps: list[int],
+        group: dict,
+    ) -> None:
+        """Apply the update to ``params`` (moments already updated, decay already applied)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -60,46 +67,74 @@ class _AdamFamily(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.lerp_(p.grad, 1.0 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-                update = self._direction(p.grad, m, v, t, group)
-                if group["weight_decay"] > 0:
-                    update = update.add(p, alpha=group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
+            grads = [p.grad for p in params]
+            ms = [self.state[p]["exp_avg"] for p in params]
+            vs = [self.state[p]["exp_avg_sq"] for p in params]
+            steps = [self.state[p]["step"] for p in params]
+            # multi-tensor (foreach) ops: one kernel launch per op for the whole group
+            torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+            torch._foreach_mul_(vs, beta2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - beta2)
+            # decoupled decay first: p (1 - lr wd) - lr u is p - lr (u + wd p)
+            if group["weight_decay"] > 0:
+                torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+            self._apply(params, grads, ms, vs, steps, group)
         return loss
+
+    @staticmethod
+    def _denominator(vs: list[torch.Tensor], steps: list[int], group: dict):  # type: ignore[no-untyped-def]
+        """``sqrt(v) + eps sqrt(1 - b2^t)`` and ``sqrt(1 - b2^t)``: the Adam denominator
+        ``sqrt(v / (1 - b2^t)) + eps`` times ``sqrt(1 - b2^t)``, whose factor the callers
+        fold into the step size (as torch's Adam does), saving a pass over the state."""
+        beta2 = group["betas"][1]
+        root = [math.sqrt(1.0 - beta2**t) for t in steps]
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, [group["eps"] * r for r in root])
+        return denom, root
 
 
 class NAdamW(_AdamFamily):
-    """Nesterov Adam with decoupled weight decay (optax ``scale_by_adam(nesterov=True)``)."""
+    """Nesterov Adam with decoupled weight decay (optax ``scale_by_adam(nesterov=True)``):
+    ``theta -= lr (m_hat / (sqrt(v / (1 - b2^t)) + eps) + wd theta)`` with
+    ``m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``."""
 
-    def _direction(self, grad, m, v, t, group):  # type: ignore[no-untyped-def]
-        beta1, beta2 = group["betas"]
-        m_hat = m.mul(beta1 / (1.0 - beta1 ** (t + 1))).add_(
-            grad, alpha=(1.0 - beta1) / (1.0 - beta1**t)
-        )
-        v_hat = v / (1.0 - beta2**t)
-        return m_hat / (v_hat.sqrt() + group["eps"])
+    def _apply(self, params, grads, ms, vs, steps, group):  # type: ignore[no-untyped-def]
+        beta1 = group["betas"][0]
+        denom, root = self._denominator(vs, steps, group)
+        m_hat = torch._foreach_mul(ms, [beta1 / (1.0 - beta1 ** (t + 1)) for t in steps])
+        grad_scales = [(1.0 - beta1) / (1.0 - beta1**t) for t in steps]
+        if len(set(steps)) == 1:  # the usual case: one pass, no temporaries
+            torch._foreach_add_(m_hat, grads, alpha=grad_scales[0])
+        else:
+            torch._foreach_add_(m_hat, torch._foreach_mul(grads, grad_scales))
+        torch._foreach_addcdiv_(params, m_hat, denom, [-group["lr"] * r for r in root])
 
 
 class CautiousAdamW(_AdamFamily):
-    """AdamW whose update is zeroed where it disagrees with the gradient's sign (Levanter)."""
+    """AdamW whose update is zeroed where it disagrees with the gradient's sign (Levanter):
+    ``u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``, then
+    ``theta -= lr (u 1[u g > 0] / (mean(1[u g > 0]) + eps) + wd theta)`` per tensor."""
 
-    def _direction(self, grad, m, v, t, group):  # type: ignore[no-untyped-def]
-        beta1, beta2 = group["betas"]
-        u = (m / (1.0 - beta1**t)) / ((v / (1.0 - beta2**t)).sqrt() + group["eps"])
-        mask = (u * grad > 0).to(u.dtype)
-        return u * mask / (mask.mean() + group["eps"])
+    def _apply(self, params, grads, ms, vs, steps, group):  # type: ignore[no-untyped-def]
+        beta1 = group["betas"][0]
+        denom, root = self._denominator(vs, steps, group)
+        u = torch._foreach_div(ms, denom)  # u (1 - b1^t) / sqrt(1 - b2^t)
+        for p, x, g, r, t in zip(params, u, grads, root, steps, strict=True):
+            # the sign of u is the sign of m / denom; the mean stays on the device (no sync)
+            mask = torch.mul(x, g).gt_(0)
+            x.mul_(mask)
+            scale = mask.mean().add_(group["eps"]).reciprocal_().mul_(r / (1.0 - beta1**t))
+            p.add_(x.mul_(scale), alpha=-group["lr"])
 
 
 class Signum(torch.optim.Optimizer):

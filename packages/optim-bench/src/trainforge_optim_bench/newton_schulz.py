@@ -45,12 +45,13 @@ def newton_schulz5(
     x = grad.to(dtype or grad.dtype, copy=True)
     transpose = x.shape[0] > x.shape[1]
     if transpose:
-        x = x.T
+        x = x.T.contiguous()  # wide, so the Gram matrix is the small side
     x = x / x.norm().clamp(min=eps)
     for _ in range(steps):
         gram = x @ x.T
-        poly = b * gram + c * (gram @ gram)
-        x = a * x + poly @ x
+        # b A + c A A and a X + P X, each one GEMM call with the scaled sum folded in
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
     if transpose:
         x = x.T
     return x.to(grad.dtype)

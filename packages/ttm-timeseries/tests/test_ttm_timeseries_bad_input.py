@@ -77,6 +77,32 @@ def test_tsfm_config_dict_loads_verbatim_with_derived_keys():
     assert cfg.num_patches == 8 and cfg.context_length == 64
 
 
+def test_tsfm_0_3_11_dict_options_off_load_on_refused():
+    # A granite-tsfm 0.3.11 config.json carries ~40 options this package lacks, at their off
+    # values; they used to make every such dict fail as "unknown keys".
+    from trainforge_ttm_timeseries.config import _TSFM_OFF_VALUES
+
+    d = {**_cfg().to_dict(), **_TSFM_OFF_VALUES, "model_type": "tinytimemixer"}
+    d.update(num_patches=8, patch_last=True, init_processing=True, masked_context_length=None)
+    assert TTMConfig.from_tsfm_dict(d).num_patches == 8
+    for key, value in [("gate_mode", "sigmoid"), ("decompose", True), ("register_tokens", 2)]:
+        with pytest.raises(ValueError, match=f"does not implement: {{'{key}'"):
+            TTMConfig.from_tsfm_dict({**d, key: value})
+    with pytest.raises(ValueError, match="num_patches=9"):
+        TTMConfig.from_tsfm_dict({**d, "num_patches": 9})
+    with pytest.raises(ValueError, match="masked_context_length"):
+        TTMConfig.from_tsfm_dict({**d, "masked_context_length": 48})
+    with pytest.raises(ValueError, match="patch_last"):
+        TTMConfig.from_tsfm_dict({**d, "patch_last": False})
+    with pytest.raises(ValueError, match="does not support"):
+        _cfg(decompose=False)  # the constructor itself takes only what it implements
+    # A dict without patch_stride means the reference's default 8, not our patch_length.
+    d16 = {k: v for k, v in d.items() if k not in ("patch_stride", "num_patches")}
+    d16["patch_length"] = 16
+    cfg = TTMConfig.from_tsfm_dict(d16)
+    assert cfg.patch_stride == 8 and cfg.num_patches == 7
+
+
 def test_forward_rejects_bad_shapes_and_nan():
     model = TTMForPrediction(_cfg()).eval()
     with pytest.raises(ValueError, match="shape \\[batch, context_length, channels\\]"):

@@ -139,6 +139,19 @@ def test_everyday_inputs_float64_numpy_pandas_and_inf():
         torch.testing.assert_close(model(frame).prediction_outputs, want)
     with pytest.raises(TypeError, match="must all be numeric"):
         model(pd.DataFrame({"a": ["x"] * 64, "b": [0.0] * 64}))
+    # predict() used to refuse all but a float tensor ("must be a [N, L, C] tensor").
+    torch.testing.assert_close(predict(model, x.numpy()), want)
+    torch.testing.assert_close(predict(model, frame), want)
+    uni = TTMForPrediction(_cfg()).eval()
+    with torch.no_grad():  # a pandas Series is one channel (it used to be refused)
+        torch.testing.assert_close(
+            uni(pd.Series(x[0, :, 0].numpy())).prediction_outputs,
+            uni(x[:, :, :1].float()).prediction_outputs,
+        )
+    with pytest.raises(TypeError, match="Series' values must all be numeric"):
+        uni(pd.Series(["a"] * 64))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(model, x, batch_size=0)
     x = torch.randn(2, 64, 2)
     x[1, 3, 1] = float("inf")  # used to give NaN forecasts silently
     with pytest.raises(ValueError, match="NaN or inf"):

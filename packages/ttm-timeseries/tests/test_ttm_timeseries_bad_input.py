@@ -83,6 +83,8 @@ def test_tsfm_0_3_11_dict_options_off_load_on_refused():
     from trainforge_ttm_timeseries.config import _TSFM_OFF_VALUES
 
     d = {**_cfg().to_dict(), **_TSFM_OFF_VALUES, "model_type": "tinytimemixer"}
+    # ... and a transformers 4.x to_dict() carries generation keys 5.x no longer has.
+    d.update(num_beams=1, torchscript=False, use_bfloat16=False, pad_token_id=None)
     d.update(num_patches=8, patch_last=True, init_processing=True, masked_context_length=None)
     assert TTMConfig.from_tsfm_dict(d).num_patches == 8
     for key, value in [("gate_mode", "sigmoid"), ("decompose", True), ("register_tokens", 2)]:

@@ -118,8 +118,58 @@ _TSFM_DEFAULTS = {"patch_stride": 8}
 # Keys PretrainedConfig itself takes or writes into config.json (any other unknown key is an
 # error: granite-tsfm options this package does not implement, like gate_mode="sigmoid",
 # would otherwise be stored and ignored, giving different outputs from the same weights).
+# PretrainedConfig keys of transformers 4.x that 5.x no longer has (generation and legacy
+# options): a config dict written by `to_dict()` under 4.x carries them all (granite-tsfm
+# 0.3.11 runs on 4.x). huggingface/transformers:src/transformers/configuration_utils.py (v4.57).
+_LEGACY_PRETRAINED_KEYS = frozenset(
+    {
+        "add_cross_attention",
+        "bad_words_ids",
+        "begin_suppress_tokens",
+        "bos_token_id",
+        "cross_attention_hidden_size",
+        "decoder_start_token_id",
+        "diversity_penalty",
+        "do_sample",
+        "early_stopping",
+        "encoder_no_repeat_ngram_size",
+        "eos_token_id",
+        "exponential_decay_length_penalty",
+        "finetuning_task",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "is_decoder",
+        "length_penalty",
+        "max_length",
+        "min_length",
+        "no_repeat_ngram_size",
+        "num_beam_groups",
+        "num_beams",
+        "num_return_sequences",
+        "output_scores",
+        "pad_token_id",
+        "prefix",
+        "pruned_heads",
+        "remove_invalid_values",
+        "repetition_penalty",
+        "return_dict_in_generate",
+        "sep_token_id",
+        "suppress_tokens",
+        "task_specific_params",
+        "temperature",
+        "tf_legacy_loss",
+        "tie_encoder_decoder",
+        "tokenizer_class",
+        "top_k",
+        "top_p",
+        "torchscript",
+        "typical_p",
+        "use_bfloat16",
+    }
+)
 _BASE_CONFIG_KEYS = frozenset(
     {
+        *_LEGACY_PRETRAINED_KEYS,
         *inspect.signature(PretrainedConfig.__init__).parameters,
         *PretrainedConfig().to_dict(),
         "torch_dtype",
@@ -360,6 +410,8 @@ class TTMConfig(PretrainedConfig):
         data = dict(config_dict)
         for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
             data.pop(key, None)
+        for key in _LEGACY_PRETRAINED_KEYS - {"pad_token_id", "bos_token_id", "eos_token_id"}:
+            data.pop(key, None)  # transformers 4.x generation/legacy keys: no TTM meaning
         for key, default in _TSFM_DEFAULTS.items():
             data.setdefault(key, default)
         switched_on = {}

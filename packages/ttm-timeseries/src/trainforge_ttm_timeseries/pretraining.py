@@ -372,12 +372,26 @@ def stack_windows(dataset: ForecastWindows) -> tuple[torch.Tensor, torch.Tensor]
     )
 
 
-def finetune_recipe(model: TTMForPrediction, num_input_channels: int) -> int:
-    """The few-shot recipe: freeze the backbone and switch the decoder to mix_channel for
-    ``num_input_channels`` channels (granite-tsfm issues #102 / #228). Returns the number of
-    parameters left trainable."""
+def finetune_recipe(
+    model: TTMForPrediction,
+    num_input_channels: int | None = None,
+    *,
+    decoder_mode: str | None = None,
+) -> int:
+    """The few-shot recipe's model surgery: freeze the backbone and, only when asked
+    (``decoder_mode="mix_channel"``), switch the decoder to channel mixing over
+    ``num_input_channels`` channels (granite-tsfm issues #102 / #228). The reference's
+    few-shot benchmark freezes the backbone and keeps the pretrained decoder mode; mix_channel
+    is its option for multivariate/exogenous fine-tuning. Returns the number of parameters
+    left trainable."""
     if not isinstance(model, TTMForPrediction):
         raise TypeError(f"model must be a TTMForPrediction, got {type(model).__name__}")
+    if decoder_mode is None and num_input_channels is not None:
+        raise ValueError(
+            "num_input_channels only applies to a decoder switched to mix_channel: pass "
+            "decoder_mode='mix_channel' too (finetune_recipe no longer switches it by default)"
+        )
     model.freeze_backbone(True)
-    model.set_decoder_mode("mix_channel", num_input_channels)
+    if decoder_mode is not None:
+        model.set_decoder_mode(decoder_mode, num_input_channels)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

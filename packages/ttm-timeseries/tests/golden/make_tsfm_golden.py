@@ -9,6 +9,16 @@ both outputs:
 
     python packages/ttm-timeseries/tests/golden/make_tsfm_golden.py
 
+How the committed fixture was made (2026-12-05): granite-tsfm 0.3.11 and the pure-Python
+packages it imports installed beside the workspace's torch 2.15 (outside its torch pin; the
+model code is plain torch), transformers 4.57.6 shadowing the workspace's 5.x:
+
+    uv pip install --python .venv/bin/python --target /tmp/tsfm --no-deps \
+        granite-tsfm==0.3.11 transformers==4.57.6 "huggingface-hub<1.0" "tokenizers<0.23" \
+        datasets==4.4.1 deprecated einops dill multiprocess pyarrow wrapt httpx httpcore \
+        h11 anyio sniffio
+    PYTHONPATH=/tmp/tsfm .venv/bin/python packages/ttm-timeseries/tests/golden/make_tsfm_golden.py
+
 Nothing is downloaded: every model is built from a config in ``tsfm_golden_spec.py``, with
 seeded random weights generated from the reference's own parameter names and shapes (norm
 weights not left at one, biases not at zero, so a wrongly mapped parameter shows in the

@@ -77,6 +77,34 @@ def test_tsfm_config_dict_loads_verbatim_with_derived_keys():
     assert cfg.num_patches == 8 and cfg.context_length == 64
 
 
+def test_tsfm_0_3_11_dict_options_off_load_on_refused():
+    # A granite-tsfm 0.3.11 config.json carries ~40 options this package lacks, at their off
+    # values; they used to make every such dict fail as "unknown keys".
+    from trainforge_ttm_timeseries.config import _TSFM_OFF_VALUES
+
+    d = {**_cfg().to_dict(), **_TSFM_OFF_VALUES, "model_type": "tinytimemixer"}
+    # ... and a transformers 4.x to_dict() carries generation keys 5.x no longer has.
+    d.update(num_beams=1, torchscript=False, use_bfloat16=False, pad_token_id=None)
+    d.update(num_patches=8, patch_last=True, init_processing=True, masked_context_length=None)
+    assert TTMConfig.from_tsfm_dict(d).num_patches == 8
+    for key, value in [("gate_mode", "sigmoid"), ("decompose", True), ("register_tokens", 2)]:
+        with pytest.raises(ValueError, match=f"does not implement: {{'{key}'"):
+            TTMConfig.from_tsfm_dict({**d, key: value})
+    with pytest.raises(ValueError, match="num_patches=9"):
+        TTMConfig.from_tsfm_dict({**d, "num_patches": 9})
+    with pytest.raises(ValueError, match="masked_context_length"):
+        TTMConfig.from_tsfm_dict({**d, "masked_context_length": 48})
+    with pytest.raises(ValueError, match="patch_last"):
+        TTMConfig.from_tsfm_dict({**d, "patch_last": False})
+    with pytest.raises(ValueError, match="does not support"):
+        _cfg(decompose=False)  # the constructor itself takes only what it implements
+    # A dict without patch_stride means the reference's default 8, not our patch_length.
+    d16 = {k: v for k, v in d.items() if k not in ("patch_stride", "num_patches")}
+    d16["patch_length"] = 16
+    cfg = TTMConfig.from_tsfm_dict(d16)
+    assert cfg.patch_stride == 8 and cfg.num_patches == 7
+
+
 def test_forward_rejects_bad_shapes_and_nan():
     model = TTMForPrediction(_cfg()).eval()
     with pytest.raises(ValueError, match="shape \\[batch, context_length, channels\\]"):
@@ -113,6 +141,19 @@ def test_everyday_inputs_float64_numpy_pandas_and_inf():
         torch.testing.assert_close(model(frame).prediction_outputs, want)
     with pytest.raises(TypeError, match="must all be numeric"):
         model(pd.DataFrame({"a": ["x"] * 64, "b": [0.0] * 64}))
+    # predict() used to refuse all but a float tensor ("must be a [N, L, C] tensor").
+    torch.testing.assert_close(predict(model, x.numpy()), want)
+    torch.testing.assert_close(predict(model, frame), want)
+    uni = TTMForPrediction(_cfg()).eval()
+    with torch.no_grad():  # a pandas Series is one channel (it used to be refused)
+        torch.testing.assert_close(
+            uni(pd.Series(x[0, :, 0].numpy())).prediction_outputs,
+            uni(x[:, :, :1].float()).prediction_outputs,
+        )
+    with pytest.raises(TypeError, match="Series' values must all be numeric"):
+        uni(pd.Series(["a"] * 64))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict(model, x, batch_size=0)
     x = torch.randn(2, 64, 2)
     x[1, 3, 1] = float("inf")  # used to give NaN forecasts silently
     with pytest.raises(ValueError, match="NaN or inf"):

@@ -1,4 +1,5 @@
-"""Same weights, same outputs: transformers' PatchTSMixer (always) and granite-tsfm (optional)."""
+"""Same weights, same outputs: transformers' PatchTSMixer (always) and granite-tsfm live (where
+it imports; in CI the comparison runs on its recorded outputs, test_ttm_timeseries_golden.py)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def test_finetune_recipe_freezes_backbone_and_mixes_channels():
     torch.manual_seed(0)
     model = TTMForPrediction(_small()).eval()
     dec_w = model.decoder.decoder_block.mixers[0].feature_mixer.mlp.fc1.weight.clone()
-    trainable = finetune_recipe(model, num_input_channels=3)
+    trainable = finetune_recipe(model, num_input_channels=3, decoder_mode="mix_channel")
     assert all(not p.requires_grad for p in model.backbone.parameters())
     assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
     assert model.config.decoder_mode == "mix_channel"
@@ -93,6 +93,18 @@ def test_finetune_recipe_freezes_backbone_and_mixes_channels():
     loss = model(x, future_values=torch.randn(2, 24, 3)).loss
     loss.backward()
     assert model.backbone.encoder.patcher.weight.grad is None
+
+
+def test_finetune_recipe_keeps_the_decoder_mode_unless_asked():
+    # The reference's few-shot recipe freezes the backbone only; mix_channel used to be forced.
+    model = TTMForPrediction(_small()).eval()
+    before = sum(p.numel() for p in model.parameters())
+    trainable = finetune_recipe(model)
+    assert model.config.decoder_mode == "common_channel"
+    assert sum(p.numel() for p in model.parameters()) == before  # no fresh channel mixers
+    assert trainable == before - sum(p.numel() for p in model.backbone.parameters())
+    with pytest.raises(ValueError, match="decoder_mode='mix_channel'"):
+        finetune_recipe(model, num_input_channels=3)  # the old call now says what changed
 
 
 def test_freeze_and_mode_bad_input():

@@ -63,13 +63,113 @@ _FREQ_ALIASES: dict[str, str] = {
 _MODES = ("common_channel", "mix_channel")
 _LOSSES = ("mse", "mae", "pinball", "huber", None)
 _SCALINGS = ("std", "mean", None, True, False)
-# Keys the reference writes into config.json as derived state; recomputed here.
+# Keys the reference writes into config.json as derived state; recomputed here (and checked
+# against what they say, so a config describing another model is refused).
 _DERIVED_KEYS = ("num_patches", "init_processing", "masked_context_length", "patch_last")
+# granite-tsfm 0.3.11 options this package does not implement, with the value that leaves
+# them off: ibm-granite/granite-tsfm:tsfm_public/models/tinytimemixer/
+# configuration_tinytimemixer.py (0.3.11) and modeling_tinytimemixer.py (gate_mode, read with
+# getattr and "softmax" by default). Every 0.3.11 config.json carries them, so
+# `TTMConfig.from_tsfm_dict` drops them at these values and refuses any other value (same
+# weights, different outputs otherwise). `TTMConfig(...)` itself refuses them outright.
+_TSFM_OFF_VALUES: dict[str, Any] = {
+    "gate_mode": "softmax",
+    "multi_scale": False,
+    "register_tokens": 0,
+    "fft_length": 0,
+    "use_fft_embedding": True,
+    "multi_quantile_head": False,
+    "point_extra_weight": 0,
+    "residual_context_length": None,
+    "trend_patch_length": None,
+    "trend_patch_stride": None,
+    "trend_d_model": None,
+    "trend_decoder_d_model": None,
+    "trend_num_layers": None,
+    "trend_decoder_num_layers": None,
+    "trend_register_tokens": None,
+    "trend_fft_length": None,
+    "trend_loss_weight": 1,
+    "trend_multi_scale": None,
+    "trend_adaptive_patching_levels": None,
+    "residual_loss_weight": 1,
+    "joint_loss_weight": 1,
+    "forecast_loss_type": "joint",
+    "trend_head_d_model": None,
+    "decompose": False,
+    "light_mode": False,
+    "mq_hidden": 8,
+    "mq_kernel_size": 3,
+    "mq_eps": 1e-06,
+    "mq_use_decoder_pool": False,
+    "mq_q50_type": "median",
+    "mq_cond_path": "pool",
+    "mq_cond_mode": "add",
+    "mq_decoder_d_model": 8,
+    "mq_use_positional": False,
+    "combine_quantiles_via_variance": False,
+    "quantile_levels": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+    "penalize_large_width_ratio": 0.0,
+    "width_penalty_mode": "boundary",
+    "enable_base_norm_always": False,
+}
+# Reference defaults that differ from ours (a tsfm dict that omits them means the reference's).
+_TSFM_DEFAULTS = {"patch_stride": 8}
 # Keys PretrainedConfig itself takes or writes into config.json (any other unknown key is an
 # error: granite-tsfm options this package does not implement, like gate_mode="sigmoid",
 # would otherwise be stored and ignored, giving different outputs from the same weights).
+# PretrainedConfig keys of transformers 4.x that 5.x no longer has (generation and legacy
+# options): a config dict written by `to_dict()` under 4.x carries them all (granite-tsfm
+# 0.3.11 runs on 4.x). huggingface/transformers:src/transformers/configuration_utils.py (v4.57).
+_LEGACY_PRETRAINED_KEYS = frozenset(
+    {
+        "add_cross_attention",
+        "bad_words_ids",
+        "begin_suppress_tokens",
+        "bos_token_id",
+        "cross_attention_hidden_size",
+        "decoder_start_token_id",
+        "diversity_penalty",
+        "do_sample",
+        "early_stopping",
+        "encoder_no_repeat_ngram_size",
+        "eos_token_id",
+        "exponential_decay_length_penalty",
+        "finetuning_task",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "is_decoder",
+        "length_penalty",
+        "max_length",
+        "min_length",
+        "no_repeat_ngram_size",
+        "num_beam_groups",
+        "num_beams",
+        "num_return_sequences",
+        "output_scores",
+        "pad_token_id",
+        "prefix",
+        "pruned_heads",
+        "remove_invalid_values",
+        "repetition_penalty",
+        "return_dict_in_generate",
+        "sep_token_id",
+        "suppress_tokens",
+        "task_specific_params",
+        "temperature",
+        "tf_legacy_loss",
+        "tie_encoder_decoder",
+        "tokenizer_class",
+        "top_k",
+        "top_p",
+        "torchscript",
+        "typical_p",
+        "use_bfloat16",
+    }
+)
 _BASE_CONFIG_KEYS = frozenset(
     {
+        *_LEGACY_PRETRAINED_KEYS,
         *inspect.signature(PretrainedConfig.__init__).parameters,
         *PretrainedConfig().to_dict(),
         "torch_dtype",
@@ -171,8 +271,14 @@ class TTMConfig(PretrainedConfig):
         mask_value: int = 0,
         **kwargs: Any,
     ) -> None:
-        for key in _DERIVED_KEYS:
-            kwargs.pop(key, None)
+        derived = {key: kwargs.pop(key) for key in _DERIVED_KEYS if key in kwargs}
+        if derived.get("masked_context_length") is not None:
+            raise ValueError(
+                f"masked_context_length={derived['masked_context_length']!r} is not supported "
+                "(granite-tsfm's masked-prediction pretraining); only None is"
+            )
+        if derived.get("patch_last", True) is not True:
+            raise ValueError(f"patch_last={derived['patch_last']!r} is not supported; only True is")
         unknown = sorted(set(kwargs) - _BASE_CONFIG_KEYS)
         if unknown:
             raise ValueError(
@@ -292,13 +398,43 @@ class TTMConfig(PretrainedConfig):
 
     @classmethod
     def from_tsfm_dict(cls, config_dict: dict[str, Any]) -> TTMConfig:
-        """Build from a granite-tsfm ``TinyTimeMixerConfig`` dict (``config.json``) verbatim."""
+        """Build from a granite-tsfm ``TinyTimeMixerConfig`` dict (``config.json``) verbatim.
+
+        Keys the dict omits take the reference's defaults (``patch_stride=8``). granite-tsfm
+        0.3.11 options this package lacks (``decompose``, ``multi_quantile_head``,
+        ``gate_mode``, ...) are accepted at their off values and refused otherwise; a stored
+        ``num_patches`` must agree with the patching keys.
+        """
         if not isinstance(config_dict, dict):
             raise TypeError(f"config_dict must be a dict, got {type(config_dict).__name__}")
         data = dict(config_dict)
         for key in ("model_type", "architectures", "transformers_version", "_name_or_path"):
             data.pop(key, None)
-        return cls(**data)
+        for key in _LEGACY_PRETRAINED_KEYS - {"pad_token_id", "bos_token_id", "eos_token_id"}:
+            data.pop(key, None)  # transformers 4.x generation/legacy keys: no TTM meaning
+        for key, default in _TSFM_DEFAULTS.items():
+            data.setdefault(key, default)
+        switched_on = {}
+        for key, off in _TSFM_OFF_VALUES.items():
+            if key in data:
+                value = data.pop(key)
+                if value != off:
+                    switched_on[key] = value
+        if switched_on:
+            raise ValueError(
+                f"this granite-tsfm config sets option(s) TTMConfig does not implement: "
+                f"{switched_on} (supported only at their off values "
+                f"{ {k: _TSFM_OFF_VALUES[k] for k in switched_on} })"
+            )
+        num_patches = data.pop("num_patches", None)
+        cfg = cls(**data)
+        if num_patches is not None and num_patches != cfg.num_patches:
+            raise ValueError(
+                f"the config says num_patches={num_patches} but context_length="
+                f"{cfg.context_length}, patch_length={cfg.patch_length}, patch_stride="
+                f"{cfg.patch_stride} give {cfg.num_patches}"
+            )
+        return cfg
 
     # -- derived values --------------------------------------------------------------------
     @property

@@ -598,21 +598,25 @@ class TTMEncoder(nn.Module):
 
 def _as_series(name: str, values: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A [batch, time, channels] tensor in the model's dtype from what users pass: a tensor
-    of any floating dtype, a numpy array, or a pandas DataFrame [time, channels] (one series;
-    a batch of one)."""
-    if hasattr(values, "to_numpy") and hasattr(values, "columns"):  # a pandas DataFrame
+    of any floating dtype, a numpy array, a pandas DataFrame [time, channels] (one series;
+    a batch of one) or a pandas Series [time] (one series of one channel)."""
+    is_frame = hasattr(values, "to_numpy") and hasattr(values, "columns")
+    is_pd_series = type(values).__name__ == "Series" and type(values).__module__.startswith(
+        "pandas"
+    )
+    if is_frame or is_pd_series:
         try:
             array = values.to_numpy(dtype="float64")
         except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name}: the DataFrame's columns must all be numeric ({exc})"
-            ) from None
-        values = torch.tensor(array).unsqueeze(0)  # a copy: pandas may hand out read-only views
+            what = "DataFrame's columns" if is_frame else "Series' values"
+            raise TypeError(f"{name}: the {what} must all be numeric ({exc})") from None
+        values = torch.tensor(array)  # a copy: pandas may hand out read-only views
+        values = values.unsqueeze(0) if is_frame else values.view(1, -1, 1)
     elif type(values).__module__ == "numpy" and hasattr(values, "dtype"):
         values = torch.from_numpy(values)
     if not isinstance(values, torch.Tensor):
         raise TypeError(
-            f"{name} must be a torch.Tensor, numpy array or pandas DataFrame, got "
+            f"{name} must be a torch.Tensor, numpy array, pandas DataFrame or Series, got "
             f"{type(values).__name__}"
         )
     if values.is_floating_point() and values.dtype != dtype:

@@ -7,7 +7,7 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from trainforge_ttm_timeseries.config import frequency_token
-from trainforge_ttm_timeseries.modeling import TTMForPrediction
+from trainforge_ttm_timeseries.modeling import TTMForPrediction, _as_series
 
 logger = logging.getLogger(__name__)
 
@@ -264,16 +264,27 @@ def train_forecaster(
 @torch.no_grad()
 def predict(
     model: TTMForPrediction,
-    past_values: torch.Tensor,
+    past_values: Any,
     *,
     batch_size: int = 256,
-    freq_token: int | torch.Tensor | None = None,
+    freq_token: int | str | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Forecasts [N, F, C_out] for contexts [N, L, C] in eval mode, in batches."""
+    """Forecasts [N, F, C_out] for contexts [N, L, C] in eval mode, in batches.
+
+    ``past_values`` is what the model's forward takes: a tensor or numpy array [N, L, C] of
+    any floating dtype (cast to the model's), or one series as a pandas DataFrame
+    [L, C] / Series [L].
+    """
     if not isinstance(model, TTMForPrediction):
         raise TypeError(f"model must be a TTMForPrediction, got {type(model).__name__}")
-    if not isinstance(past_values, torch.Tensor) or past_values.dim() != 3:
-        raise ValueError("past_values must be a [N, L, C] tensor")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    param = next(model.parameters())
+    past_values = _as_series("past_values", past_values, param.dtype, param.device)
+    if past_values.dim() != 3:
+        raise ValueError(
+            f"past_values must be a [N, L, C] tensor, got shape {tuple(past_values.shape)}"
+        )
     model.eval()
     outs = []
     for i in range(0, past_values.shape[0], batch_size):
@@ -361,12 +372,26 @@ def stack_windows(dataset: ForecastWindows) -> tuple[torch.Tensor, torch.Tensor]
     )
 
 
-def finetune_recipe(model: TTMForPrediction, num_input_channels: int) -> int:
-    """The few-shot recipe: freeze the backbone and switch the decoder to mix_channel for
-    ``num_input_channels`` channels (granite-tsfm issues #102 / #228). Returns the number of
-    parameters left trainable."""
+def finetune_recipe(
+    model: TTMForPrediction,
+    num_input_channels: int | None = None,
+    *,
+    decoder_mode: str | None = None,
+) -> int:
+    """The few-shot recipe's model surgery: freeze the backbone and, only when asked
+    (``decoder_mode="mix_channel"``), switch the decoder to channel mixing over
+    ``num_input_channels`` channels (granite-tsfm issues #102 / #228). The reference's
+    few-shot benchmark freezes the backbone and keeps the pretrained decoder mode; mix_channel
+    is its option for multivariate/exogenous fine-tuning. Returns the number of parameters
+    left trainable."""
     if not isinstance(model, TTMForPrediction):
         raise TypeError(f"model must be a TTMForPrediction, got {type(model).__name__}")
+    if decoder_mode is None and num_input_channels is not None:
+        raise ValueError(
+            "num_input_channels only applies to a decoder switched to mix_channel: pass "
+            "decoder_mode='mix_channel' too (finetune_recipe no longer switches it by default)"
+        )
     model.freeze_backbone(True)
-    model.set_decoder_mode("mix_channel", num_input_channels)
+    if decoder_mode is not None:
+        model.set_decoder_mode(decoder_mode, num_input_channels)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -151,7 +151,7 @@ class BinaryCoder(nn.Module):
         self._check(x)
         if self.mode == "mean":
             return []
-        x = x.detach().float()
+        x = x.detach().to(self.A.dtype)
         B, H, N, _ = x.shape
         if self.m > B * N:
             raise ValueError(
@@ -206,8 +206,8 @@ class BinaryCoder(nn.Module):
             a = a.detach()
             if not torch.isfinite(a).all():
                 raise FloatingPointError("BinaryCoder.fit: the hashing weights became non-finite")
-            y_old = torch.where(torch.einsum("bhnm,hm->bhn", K, a_old) > 0, 1.0, -1.0)
-            y_new = torch.where(torch.einsum("bhnm,hm->bhn", K, a) > 0, 1.0, -1.0)
+            y_old = torch.where(torch.einsum("bhnm,hm->bhn", K, a_old) > 0, 1.0, -1.0).to(K.dtype)
+            y_new = torch.where(torch.einsum("bhnm,hm->bhn", K, a) > 0, 1.0, -1.0).to(K.dtype)
             l_old, l_new = loss_of(y_old), loss_of(y_new)
             keep_new = bool(l_new < l_old)
             self.A[:, r, :] = a if keep_new else a_old

@@ -78,7 +78,7 @@ def test_ksh_hamming_similarity_separates_similar_from_dissimilar_pairs():
 
 def _dense_ksh_fit(coder: BinaryCoder, x: torch.Tensor) -> torch.Tensor:
     """The reference's loop (pvt/hashing/ksh.py), written with the explicit N x N matrix."""
-    B, H, N, _ = x.shape
+    N = x.shape[2]
     sim = x @ x.transpose(-1, -2)
     S = torch.zeros_like(sim)
     S.scatter_(3, sim.topk(coder.topk, dim=3).indices, 1.0)

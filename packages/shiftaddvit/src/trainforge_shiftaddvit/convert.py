@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from trainforge_core.errors import NoEffectWarning
-from trainforge_shiftaddvit.attention import ANCHORS, NBITS, TOPK, AddLinearAttention, BinaryCoder
+from trainforge_shiftaddvit.attention import (
+    ANCHORS,
+    KSH_ITERS,
+    NBITS,
+    TOPK,
+    AddLinearAttention,
+    BinaryCoder,
+)
 from trainforge_shiftaddvit.moe import LATENCY, MultShiftMoE
 from trainforge_shiftaddvit.shift import WEIGHT_BITS, ShiftLinear, shift_range
 
@@ -48,7 +55,7 @@ class ShiftAddConfig:
     ``"none"``; applied to MLP linears when ``mlp`` and to the new attention's linears when
     ``attention_linears``. ``skip_last_stage``: PVTv2's last stage stays untouched
     (pvt/pvt_v2.py keeps MSA there). ``coder``: ``"ksh"`` or ``"mean"``; ``nbits``,
-    ``anchors``, ``topk``: KSH settings; ``fit``: when the coders fit (see BinaryCoder).
+    ``anchors``, ``topk``, ``ksh_iters``: KSH settings (SGD steps per bit); ``fit``: when the coders fit (see BinaryCoder).
     ``gate``, ``latency``: MoE router; ``weight_bits``: shift weights.
     """
 
@@ -61,6 +68,7 @@ class ShiftAddConfig:
     nbits: int = NBITS
     anchors: int = ANCHORS
     topk: int = TOPK
+    ksh_iters: int = KSH_ITERS
     fit: str = "first_batch"
     gate: str = "noisy"
     latency: tuple[float, ...] = LATENCY
@@ -126,7 +134,7 @@ def _new_attention(dim: int, heads: int, bias: bool, proj: nn.Linear, cfg: Shift
     head_dim = dim // heads
     coder = BinaryCoder(
         heads, head_dim, mode=cfg.coder, nbits=cfg.nbits, anchors=cfg.anchors, topk=cfg.topk,
-        fit=cfg.fit,
+        fit=cfg.fit, iters=cfg.ksh_iters,
     )  # fmt: skip
     att = AddLinearAttention(
         dim, heads, qkv_bias=bias, coder=coder, proj_bias=proj.bias is not None

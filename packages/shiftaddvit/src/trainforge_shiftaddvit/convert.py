@@ -55,7 +55,8 @@ class ShiftAddConfig:
     ``"none"``; applied to MLP linears when ``mlp`` and to the new attention's linears when
     ``attention_linears``. ``skip_last_stage``: PVTv2's last stage stays untouched
     (pvt/pvt_v2.py keeps MSA there). ``coder``: ``"ksh"`` or ``"mean"``; ``nbits``,
-    ``anchors``, ``topk``, ``ksh_iters``: KSH settings (SGD steps per bit); ``fit``: when the coders fit (see BinaryCoder).
+    ``anchors``, ``topk``, ``ksh_iters``: KSH settings (SGD steps per bit); ``fit``: when
+    the coders fit (see BinaryCoder).
     ``gate``, ``latency``: MoE router; ``weight_bits``: shift weights.
     """
 

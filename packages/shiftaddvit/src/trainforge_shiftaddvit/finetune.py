@@ -64,8 +64,8 @@ def _train(
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        losses.append(float(loss))
-        balance.append(float(bal))
+        losses.append(loss.item())
+        balance.append(bal.item())
     return losses, balance
 
 

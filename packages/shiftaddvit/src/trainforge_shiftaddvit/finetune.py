@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -42,7 +42,7 @@ class TwoStageResult:
 
 def _train(
     model: nn.Module,
-    batches: Sequence,
+    batches: Iterator,
     loss_fn: Callable[[nn.Module, object], torch.Tensor],
     steps: int,
     lr: float,
@@ -55,7 +55,7 @@ def _train(
         params, lr
     )
     losses, balance = [], []
-    for batch in itertools.islice(itertools.cycle(batches), steps):
+    for batch in itertools.islice(batches, steps):
         loss = loss_fn(model, batch)
         bal = moe_aux_loss(model)
         total = loss + balance_weight * bal if balance_weight else loss
@@ -80,13 +80,16 @@ def two_stage_finetune(
     stage2_lr: float = STAGE2_LR,
     balance_weight: float = BALANCE_WEIGHT,
     optimizer: Callable | None = None,
+    after_stage1: Callable[[nn.Module], None] | None = None,
 ) -> TwoStageResult:
     """Reparameterise ``model`` in place in two stages, fine-tuning after each.
 
-    ``batches``: a non-empty sequence of batches, cycled; ``loss_fn(model, batch)`` returns the
+    ``batches``: a non-empty sequence of batches, cycled through both stages (stage 2 starts
+    where stage 1 stopped); ``loss_fn(model, batch)`` returns the
     task loss. ``config`` says what stage 2 converts (its ``linears``; stage 1 converts only
     attention). ``optimizer(params, lr)`` builds the optimiser (AdamW, weight decay 0.05, by
-    default, as the reference's DeiT recipe).
+    default, as the reference's DeiT recipe). ``after_stage1(model)``, if given, is called
+    between the stages (to evaluate the attention-only model, say).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -110,13 +113,16 @@ def two_stage_finetune(
 
     report1 = reparameterize_vit(model, replace(cfg, linears="none"))
     result = TwoStageResult(report1, ReparamReport())
+    stream = itertools.cycle(batches)  # stage 2 continues where stage 1 stopped
     result.stage1_losses, _ = _train(
-        model, batches, loss_fn, stage1_steps, stage1_lr, 0.0, optimizer
+        model, stream, loss_fn, stage1_steps, stage1_lr, 0.0, optimizer
     )
     logger.info("two_stage_finetune: stage 1 done (%s)", report1)
+    if after_stage1 is not None:
+        after_stage1(model)
     result.stage2 = _stage2(model, cfg)
     result.stage2_losses, result.stage2_balance = _train(
-        model, batches, loss_fn, stage2_steps, stage2_lr, balance_weight, optimizer
+        model, stream, loss_fn, stage2_steps, stage2_lr, balance_weight, optimizer
     )
     model.eval()
     return result

@@ -168,9 +168,10 @@ class MultShiftMoE(nn.Module):
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_shares: torch.Tensor = torch.zeros(n)
 
-    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expert index per token and the gate value to scale its output by (``[T]`` each);
-        sets ``aux_loss`` and ``last_shares``."""
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Expert index per token and the gate value to scale its output by (``[T]`` each;
+        None when it is exactly 1 with no gradient to carry); sets ``aux_loss`` and
+        ``last_shares``."""
         clean = x @ self.w_gate
         n = clean.shape[-1]
         if self.gate_type == "noisy" and self.training:
@@ -180,14 +181,18 @@ class MultShiftMoE(nn.Module):
             std = None
             logits = clean
         idx = logits.argmax(-1)
-        probs = logits.softmax(-1)
-        p_sel = probs.gather(-1, idx[:, None]).squeeze(-1)
-        if self.gate_type == "naive" or not self.straight_through:
-            gate = torch.ones_like(p_sel)
-        else:
-            gate = p_sel - p_sel.detach() + 1.0
         self.last_shares = torch.bincount(idx, minlength=n).float().detach() / max(len(idx), 1)
-        if self.gate_type == "noisy" and self.training:
+        needs_grad = torch.is_grad_enabled() and clean.requires_grad
+        balance = self.gate_type == "noisy" and self.training
+        gate = None  # the gate value is exactly 1: None means nothing to multiply by
+        if not balance and not (needs_grad and self.straight_through and self.gate_type == "noisy"):
+            self.aux_loss = clean.new_zeros(())
+            return idx, gate
+        probs = logits.softmax(-1)
+        if needs_grad and self.straight_through and self.gate_type == "noisy":
+            p_sel = probs.gather(-1, idx[:, None]).squeeze(-1)
+            gate = p_sel - p_sel.detach() + 1.0
+        if balance:
             importance = probs.sum(0)
             # P(expert in top-1 | noise) (NoisyGate._prob_in_top_k with k = 1): for each expert,
             # the chance its noisy logit beats the best other noisy logit.
@@ -207,13 +212,20 @@ class MultShiftMoE(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         idx, gate = self.route(flat)
-        out = flat.new_zeros(flat.shape[0], self.out_features)
+        grad = torch.is_grad_enabled()
+        # without autograd every row is written in place by exactly one expert
+        out = (flat.new_zeros if grad else flat.new_empty)(flat.shape[0], self.out_features)
         for e, expert in enumerate(self.experts):
             rows = (idx == e).nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
-            y = expert(flat.index_select(0, rows)) * gate.index_select(0, rows)[:, None]
-            out = out.index_copy(0, rows, y.to(out.dtype))
+            y = expert(flat.index_select(0, rows))
+            if gate is not None:
+                y = y * gate.index_select(0, rows)[:, None]
+            if grad:
+                out = out.index_copy(0, rows, y.to(out.dtype))
+            else:
+                out.index_copy_(0, rows, y.to(out.dtype))
         return out.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:

@@ -94,6 +94,15 @@ class _FixedSTE(torch.autograd.Function):
         return _fixed(x, integer_bits, fraction_bits)
 
     @staticmethod
+    def apply_fast(x, integer_bits, fraction_bits):
+        """Without autograd: one new tensor, then in-place passes (the same values)."""
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FixedSTE.apply(x, integer_bits, fraction_bits)
+        bound = 2.0 ** (integer_bits - 1)
+        out = x * 2.0**fraction_bits  # exact: a power of two
+        return out.floor_().mul_(2.0**-fraction_bits).clamp_(-bound, bound - 1)
+
+    @staticmethod
     def backward(ctx, g):
         return g, None, None
 
@@ -232,11 +241,11 @@ class ShiftLinear(nn.Module):
     def _bias(self) -> torch.Tensor | None:
         if self.bias is None or self.act_fraction_bits is None:
             return self.bias
-        return _FixedSTE.apply(self.bias, ACT_INTEGER_BITS, self.act_fraction_bits)
+        return _FixedSTE.apply_fast(self.bias, ACT_INTEGER_BITS, self.act_fraction_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_fraction_bits is not None:
-            x = _FixedSTE.apply(x, ACT_INTEGER_BITS, self.act_fraction_bits)
+            x = _FixedSTE.apply_fast(x, ACT_INTEGER_BITS, self.act_fraction_bits)
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if not needs_grad and x.is_cuda and use_triton(x) and x.dtype != torch.float64:
             sign, expo = self.sign_and_exponent()

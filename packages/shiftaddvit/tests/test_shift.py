@@ -39,7 +39,7 @@ def test_from_linear_keeps_signs_and_rounds_in_log_domain():
     # each weight is the nearest power of two in log2 (within the clip range)
     ratio = torch.log2(w[nz].abs() / lin.weight[nz].abs())
     assert ratio.abs().max() <= 0.5 + 1e-6
-    rel = float((w - lin.weight).norm() / lin.weight.norm().detach())
+    rel = float(((w - lin.weight).norm() / lin.weight.norm()).detach())
     assert rel < 0.3  # spec (d)1: calibrated 0.206 on N(0, 0.02) weights
     torch.testing.assert_close(layer.bias, lin.bias)
 

@@ -1,0 +1,141 @@
+"""CPU latency of ShiftAddViT's pieces against the originals, paired in one process.
+
+Recipe (from the repository root; one CPU thread unless --threads):
+
+    OMP_NUM_THREADS=1 uv run python packages/shiftaddvit/benchmarks/bench_shiftaddvit.py
+
+Measures, each pair timed alternately (A, B, B, A, ...) and reported as medians and ratios:
+
+1. attention at PVT stage-1 size (3,136 tokens = 56 x 56, 64 channels, batch 1, 1 head): the
+   binary linear-angular attention module (to_qk, to_v, KSH codes, c(c^T v), norm, 9x1 token
+   conv, proj) against softmax attention over all tokens (timm ``Attention``, fused SDPA) and
+   against PVTv2's spatial-reduction attention (``sr_ratio=8``, keys/values on 49 tokens);
+   also at 4x the tokens, to show the scaling (112 x 112);
+2. the whole ``pvt_v2_b0`` (224 x 224, batch 1, eval) against its reparameterised versions:
+   attention only, all linears shift (``linears="shift"``) and the MoE model
+   (``linears="moe"``);
+3. one ShiftLinear (3,136 x 64 -> 512) with its cached decoded weight against rebuilding the
+   weight on every call, and against ``nn.Linear``.
+
+KSH codes are fitted with 10 SGD steps per bit (the fit quality does not change the cost).
+Nothing is asserted; the printed table goes in the package README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+
+def paired(a, b, repeats: int) -> tuple[float, float]:
+    """Medians (s) of ``a()`` and ``b()`` timed alternately after one warm-up each."""
+    a(), b()
+    ta, tb = [], []
+    for i in range(repeats):
+        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
+        for fn, times in order:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def row(name: str, base: str, t_base: float, t_new: float) -> None:
+    print(f"| {name} | {base} | {t_base * 1e3:.2f} | {t_new * 1e3:.2f} | {t_base / t_new:.2f}x |")
+
+
+@torch.no_grad()
+def bench_attention(repeats: int) -> None:
+    import timm.layers
+    from timm.models.pvt_v2 import Attention as PvtAttention
+
+    from trainforge_shiftaddvit import AddLinearAttention, BinaryCoder
+
+    for side in (56, 112):
+        n, dim = side * side, 64
+        torch.manual_seed(0)
+        x = torch.randn(1, n, dim)
+        add = AddLinearAttention(dim, 1, qkv_bias=True, coder=BinaryCoder(1, dim, iters=10))
+        add.train()
+        add(x[:, :3136])  # fit the KSH codes
+        add.eval()
+        softmax = timm.layers.Attention(dim, num_heads=1, qkv_bias=True).eval()
+        sra = PvtAttention(dim, num_heads=1, sr_ratio=8, qkv_bias=True).eval()
+        t_soft, t_add = paired(lambda m=softmax, x=x: m(x), lambda m=add, x=x: m(x), repeats)
+        row(f"attention, {n} tokens x {dim}", "softmax (all tokens)", t_soft, t_add)
+        t_sra, t_add2 = paired(
+            lambda m=sra, x=x, s=side: m(x, [s, s]), lambda m=add, x=x: m(x), repeats
+        )
+        row(f"attention, {n} tokens x {dim}", "PVTv2 SRA (sr 8)", t_sra, t_add2)
+
+
+@torch.no_grad()
+def bench_model(repeats: int) -> None:
+    import timm
+
+    from trainforge_shiftaddvit import ShiftAddConfig, reparameterize_vit
+
+    torch.manual_seed(0)
+    base = timm.create_model("pvt_v2_b0", pretrained=False, num_classes=1000).eval()
+    x = torch.randn(1, 3, 224, 224)
+    fitted = None
+    for linears in ("none", "shift", "moe"):
+        model = copy.deepcopy(base)
+        reparameterize_vit(model, ShiftAddConfig(linears=linears, ksh_iters=10))
+        if fitted is None:
+            model.train()
+            model(x)  # fit the KSH codes once
+            fitted = {k: v for k, v in model.state_dict().items() if ".coder." in k}
+        else:
+            model.load_state_dict(fitted, strict=False)
+        model.eval()
+        t_base, t_new = paired(lambda: base(x), lambda m=model: m(x), repeats)
+        row("pvt_v2_b0, 224x224, batch 1", f"original vs linears={linears}", t_base, t_new)
+
+
+@torch.no_grad()
+def bench_shift_linear(repeats: int) -> None:
+    from trainforge_shiftaddvit import ShiftLinear
+
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 512)
+    layer = ShiftLinear.from_linear(lin)
+    x = torch.randn(3136, 64)
+
+    def rebuild():
+        layer._cache = None
+        return layer(x)
+
+    t_rebuild, t_cached = paired(rebuild, lambda: layer(x), repeats)
+    row("ShiftLinear 3136x64->512", "decode weight every call", t_rebuild, t_cached)
+    t_lin, t_cached = paired(lambda: lin(x), lambda: layer(x), repeats)
+    row("ShiftLinear 3136x64->512", "nn.Linear", t_lin, t_cached)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--skip-model", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(
+        f"{time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
+        f"torch {torch.__version__} · {args.threads} thread(s) · median of {args.repeats}\n"
+    )
+    print("| what | baseline | baseline ms | ShiftAddViT ms | speed-up |")
+    print("|---|---|---|---|---|")
+    bench_attention(args.repeats)
+    bench_shift_linear(args.repeats)
+    if not args.skip_model:
+        bench_model(args.repeats)
+
+
+if __name__ == "__main__":
+    main()

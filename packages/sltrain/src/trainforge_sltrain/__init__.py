@@ -23,6 +23,7 @@ from trainforge_sltrain.model import (
     load_sltrain,
     merge_sltrain,
     save_sltrain,
+    sltrain_from_pretrained,
     sltrain_layers,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "merge_sltrain",
     "optimizer_state_bytes",
     "save_sltrain",
+    "sltrain_from_pretrained",
     "sltrain_layers",
     "sltrain_linear_function",
     "sltrain_linear_params",

@@ -94,6 +94,12 @@ def sltrain_linear_params(
     return rank * (in_features + out_features) + nnz + (out_features if bias else 0)
 
 
+def _gathered(t: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a DTensor (FSDP2 / tensor-parallel shard; a collective), else ``t``."""
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t
+
+
 def _materialize(B, A, values, index, scale):
     """W through the Triton op where it runs; on CPU the torch reference directly (the same
     function, without the custom-op dispatch cost per call)."""
@@ -283,10 +289,12 @@ class SLTrainLinear(nn.Module):
 
     @torch.no_grad()
     def to_dense(self) -> torch.Tensor:
-        """The current weight ``[out, in]`` as a dense tensor (a copy, no gradient)."""
-        return _materialize(
-            self.lora_B, self.lora_A, self.sparse_value, self.sparse_index, self.scaling
-        )
+        """The current weight ``[out, in]`` as a dense tensor (a copy, no gradient).
+
+        Sharded parameters (DTensors of FSDP2 ``fully_shard``) are gathered first: a
+        collective, so every rank of the mesh must call it."""
+        B, A, values = (_gathered(p) for p in (self.lora_B, self.lora_A, self.sparse_value))
+        return _materialize(B, A, values, _gathered(self.sparse_index), self.scaling)
 
     @torch.no_grad()
     def to_linear(self) -> nn.Linear:
@@ -301,7 +309,7 @@ class SLTrainLinear(nn.Module):
         )
         lin.weight.copy_(w)
         if self.bias is not None:
-            lin.bias.copy_(self.bias)
+            lin.bias.copy_(_gathered(self.bias))
         return lin
 
     def extra_repr(self) -> str:

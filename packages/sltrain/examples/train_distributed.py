@@ -58,7 +58,7 @@ def main() -> None:
         # torch 2.15 renames the reference's broadcast_buffers=False to forward_sync_buffers
         no_sync = (
             "forward_sync_buffers" if "forward_sync_buffers" in ddp_params else "broadcast_buffers"
-        )  # noqa: E501
+        )
         train_model = nn.parallel.DistributedDataParallel(model, **{no_sync: False})
 
     opt = torch.optim.AdamW(train_model.parameters(), lr=3e-3, weight_decay=0.0)

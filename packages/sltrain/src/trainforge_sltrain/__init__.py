@@ -12,6 +12,8 @@ from trainforge_sltrain.linear import (
     DEFAULT_RANK,
     DEFAULT_SPARSITY,
     SLTrainLinear,
+    algorithm_costs,
+    choose_algorithm,
     sltrain_linear_function,
     sltrain_linear_params,
 )
@@ -40,7 +42,9 @@ __all__ = [
     "SLTrainLinear",
     "SLTrainReport",
     "__version__",
+    "algorithm_costs",
     "apply_sltrain",
+    "choose_algorithm",
     "load_sltrain",
     "merge_sltrain",
     "optimizer_state_bytes",

@@ -22,6 +22,7 @@ from trainforge_sltrain.linear import (
     DEFAULT_SPARSITY,
     SLTrainLinear,
     _check_alpha,
+    _check_init_b,
     _check_int,
     _check_sparsity,
 )
@@ -106,6 +107,7 @@ def apply_sltrain(
     *,
     seed: int | None = None,
     index_dtype: torch.dtype | None = None,
+    init_b: str = "zeros",
 ) -> SLTrainReport:
     """Replace, in place, every ``nn.Linear`` whose qualified name contains one of
     ``targets`` by a freshly initialised :class:`SLTrainLinear` (training from scratch: the
@@ -113,8 +115,10 @@ def apply_sltrain(
 
     ``sparsity=0`` gives the pure low-rank baseline. With ``seed`` the supports and
     initial values are drawn from one generator in module order (reproducible); without it
-    from the global RNG. All matched layers are validated before any is replaced: a rank
-    above ``min(in, out)`` of some layer, or targets that match nothing, raise ValueError.
+    from the global RNG. ``init_b="kaiming"`` starts ``B`` Kaiming-uniform instead of zero
+    (the fair pure low-rank baseline; see :class:`SLTrainLinear`). All matched layers are
+    validated before any is replaced: a rank above ``min(in, out)`` of some layer, or
+    targets that match nothing, raise ValueError.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -122,6 +126,7 @@ def apply_sltrain(
     sparsity = _check_sparsity(sparsity)
     alpha = _check_alpha(alpha)
     targets = _check_targets(targets)
+    _check_init_b(init_b)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     names = [
@@ -148,7 +153,7 @@ def apply_sltrain(
         return SLTrainLinear(
             lin.in_features, lin.out_features, rank, sparsity, alpha,
             bias=lin.bias is not None, generator=generator, index_dtype=index_dtype,
-            device=lin.weight.device, dtype=lin.weight.dtype,
+            init_b=init_b, device=lin.weight.device, dtype=lin.weight.dtype,
         )  # fmt: skip
 
     replaced = replace_modules(model, lambda n, m: n in wanted, factory, what="apply_sltrain")

@@ -227,9 +227,11 @@ def _grads(fn, x, B, A, v, b):
     return [out, *torch.autograd.grad(out, leaves, g)]
 
 
+@pytest.mark.parametrize("chunk", [2048, 3])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("shuffled", [False, True])
-def test_factored_equals_materialize(index_dtype, shuffled):
+def test_factored_equals_materialize(index_dtype, shuffled, chunk, monkeypatch):
+    monkeypatch.setattr(linear_mod, "TOKEN_CHUNK", chunk)  # 3: 14 tokens in ragged chunks
     # The factored path never forms W; it must agree with the materialising one, also for an
     # unsorted support (CSR order differs from the support order) and 3-D inputs.
     gen = torch.Generator().manual_seed(0)

@@ -242,7 +242,9 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "cosine), same data order and seed for all three runs",
         f"SLTrain on q,k,v,o,gate,up,down with rank {setup.rank}, sparsity {setup.sparsity}, "
         f"alpha {setup.alpha}; the low-rank baseline is the same code with sparsity 0 at the "
-        f"rank ({lowrank}) whose attn/mlp parameter count is closest to SLTrain's",
+        f"rank ({lowrank}) whose attn/mlp parameter count is closest to SLTrain's, both "
+        "factors Kaiming-uniform (a factorised layer's init; the reference's B = 0 starts a "
+        "pure low-rank layer as the zero map and makes a weaker baseline)",
         "embeddings, norms and the (tied) head stay dense in every run; the 'all' parameter "
         "row includes them",
         "AdamW state = bytes in optimizer.state after training (two moments per parameter); "

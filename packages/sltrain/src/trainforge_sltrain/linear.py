@@ -125,7 +125,8 @@ ALGORITHMS = ("auto", "materialize", "factored")
 SPARSE_MAC_COST = 20.0
 """Cost of one multiply-add of torch's CPU CSR kernels (``S @ dense``, ``sampled_addmm``)
 in units of one dense-GEMM multiply-add, for :func:`choose_algorithm`. Measured 2026-12-05 on
-the project's 2-core CPU (torch 2.15, float32, d = 1024-2048, 3% density): 20-26."""
+the project's shared 2-core CPU (torch 2.15, float32, one thread, d = 1024, 3% density,
+2,048-token chunks as the factored path runs them): 15 (``S @ x^T``) and 21 (SDDMM)."""
 
 
 def _check_algorithm(algorithm: Any) -> str:
@@ -208,6 +209,17 @@ def _crow(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     return crow
 
 
+TOKEN_CHUNK = 2048
+"""Tokens per CSR call in the factored path. torch's CPU CSR products slow down per
+multiply-add on long token panels (measured: ``S @ x^T`` 0.96x a dense GEMM's time at 8,192
+tokens, 0.44x per 2,048-token chunk with the chunk transposed contiguous); chunking keeps
+every call at the short-panel rate."""
+
+
+def _chunks(tokens: int) -> list[slice]:
+    return [slice(i, min(i + TOKEN_CHUNK, tokens)) for i in range(0, tokens, TOKEN_CHUNK)]
+
+
 def _csr_of(index: torch.Tensor, out_features: int, in_features: int) -> _CSR:
     """The CSR structures of a support, cached on the support tensor itself and rebuilt when
     it changes (in-place copy: ``_version``; another storage: ``data_ptr``)."""
@@ -237,7 +249,9 @@ class _SLTrainFactoredFn(torch.autograd.Function):
         x2 = x.reshape(-1, n)
         xa = torch.mm(x2, A.t())
         out = torch.mm(xa, B.t() * scale) if scale != 1.0 else torch.mm(xa, B.t())
-        out += torch.mm(csr.s(values), x2.t()).t()
+        s_csr = csr.s(values)
+        for c in _chunks(x2.shape[0]):
+            out[c] += torch.mm(s_csr, x2[c].t().contiguous()).t()
         if bias is not None:
             out += bias
         ctx.save_for_backward(x, xa, B, A, values)
@@ -256,15 +270,22 @@ class _SLTrainFactoredFn(torch.autograd.Function):
         gb = torch.mm(g2, B).mul_(scale) if (need_x or need_A) else None  # [T, r]
         if need_x:
             gx = torch.mm(gb, A)
-            gx += torch.mm(csr.st(values), g2.t()).t()
+            st_csr = csr.st(values)
+            for c in _chunks(g2.shape[0]):
+                gx[c] += torch.mm(st_csr, g2[c].t().contiguous()).t()
             grad_x = gx.view(x.shape)
         if need_B:
             grad_B = torch.mm(g2.t(), xa).mul_(scale)
         if need_A:
             grad_A = torch.mm(gb.t(), x2)
         if need_v:
-            sampled = torch.sparse.sampled_addmm(csr.s(values).detach(), g2.t(), x2, beta=0.0)
-            grad_v = csr.unsort(sampled.values())
+            pattern = csr.s(values.detach())
+            acc = torch.zeros_like(values)  # CSR order
+            for c in _chunks(g2.shape[0]):
+                acc += torch.sparse.sampled_addmm(
+                    pattern, g2[c].t().contiguous(), x2[c], beta=0.0
+                ).values()
+            grad_v = csr.unsort(acc)
         if need_bias:
             grad_bias = g2.sum(0)
         return grad_x, grad_B, grad_A, grad_v, None, grad_bias, None

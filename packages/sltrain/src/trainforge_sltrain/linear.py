@@ -122,11 +122,16 @@ def _materialize(B, A, values, index, scale):
 
 ALGORITHMS = ("auto", "materialize", "factored")
 
-SPARSE_MAC_COST = 20.0
-"""Cost of one multiply-add of torch's CPU CSR kernels (``S @ dense``, ``sampled_addmm``)
-in units of one dense-GEMM multiply-add, for :func:`choose_algorithm`. Measured 2026-12-05 on
-the project's shared 2-core CPU (torch 2.15, float32, one thread, d = 1024, 3% density,
-2,048-token chunks as the factored path runs them): 15 (``S @ x^T``) and 21 (SDDMM)."""
+SPARSE_MAC_COST = 35.0
+"""Cost of one sparse multiply-add of the factored path (torch's CPU CSR ``S @ x^T``, its
+transpose and ``sampled_addmm``, with the transposes they need) in units of one dense-GEMM
+multiply-add, for :func:`choose_algorithm`. Fitted 2026-12-05 on the project's shared
+2-core CPU (torch 2.15, float32, one thread, rank 128, 3% density, 2,048 tokens): the whole
+factored forward+backward against dense gave 38 at d = 1024 and 33 at d = 2048 (the CSR
+kernels alone, without the transposes: 15 and 21). So at 3% density the sparse products
+alone cost about as much as the dense layer and the rule keeps the materialising path; the
+factored one wins for short token counts (W costs ``4 m n r`` to build and rebuild) and low
+densities (pure low-rank: none)."""
 
 
 def _check_algorithm(algorithm: Any) -> str:

@@ -156,7 +156,10 @@ def _on_ranks(rank, world_size, ckpt_dir):
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    return run_on_ranks(_on_ranks, 2, str(tmp_path_factory.mktemp("dcp")))
+    # The time-out only guards against a hang: on an idle 2-core machine the run takes about
+    # 20 s, but on a shared, loaded one importing torch.distributed in two fresh processes
+    # alone took over a minute (default time-out 120 s).
+    return run_on_ranks(_on_ranks, 2, str(tmp_path_factory.mktemp("dcp")), timeout=600.0)
 
 
 @pytest.fixture(scope="module")

@@ -1,30 +1,32 @@
-"""SLTrainLinear against a dense nn.Linear: training-state memory and forward+backward time.
+"""SLTrainLinear against a dense nn.Linear: forward+backward time and training-state memory.
 
-Recipe (the issue's benchmark): square layers d = 1024 and 2048, rank 128, sparsity 0.03,
-alpha 32, one batch of 8 x 256 tokens, float32 on CPU. Three layers are compared in one run:
+Recipe (issue 27, item 5): square layers d = 1024, 2048 and 4096, rank 128, sparsity 0.03,
+alpha 32, 2,048 and 8,192 tokens per call, float32 on CPU. Layers compared in one process:
 
 - ``dense``: ``nn.Linear(d, d)``;
-- ``sltrain``: this package's :class:`SLTrainLinear` (int32 support, torch reference
-  materialisation with the scale applied to the small factor B, recompute in backward);
-- ``reference-algo``: the algorithm of andyjm3/SLTrain:sparse-lora/sparse_linear.cpp
-  re-expressed as a Python ``autograd.Function`` (``lora_A * scale`` built outside the
-  function, ``B.mm(sA)``, ``scatter_add_`` with an int64 index, the same backward). It is not
-  the compiled extension; it shows what the reference's order of operations costs here.
+- ``materialize``: :class:`SLTrainLinear` with ``algorithm="materialize"`` (W = scale B A + S
+  built in the forward and again in the backward; the reference extension's algorithm);
+- ``factored``: ``algorithm="factored"`` (``x A^T B^T scale`` plus CSR products, the values'
+  gradient by ``torch.sparse.sampled_addmm``; W never formed);
+- ``auto``: what ``algorithm="auto"`` (the default) picks by the FLOP rule
+  (``choose_algorithm``), printed beside it; its time is the picked variant's;
+- ``reference-algo`` (``--variants``): andyjm3/SLTrain:sparse-lora/sparse_linear.cpp
+  re-expressed as a Python ``autograd.Function`` (not the compiled extension).
 
-Memory: each variant runs in a fresh subprocess that, after a small warm-up, builds the input
-(8 MiB at d=1024), the layer and an AdamW optimiser and takes two training steps (forward,
-backward, step) inside ``trainforge_core.bench.peak_memory`` (CPU: the process's resident
-high-water mark above the level before; it includes activations, W transients and the
-one-off support draw). The analytic bytes of parameters + gradients + Adam moments + buffers are
-printed beside it. Time: ``trainforge_core.bench.median_time`` of forward+backward (grads set
-to None before each call), variants interleaved round by round so that load from other
-processes on a shared machine hits all of them alike; the load average is printed before and
-after.
+Time: each round calls every variant once (forward+backward, grads set to None first), the
+order alternating between rounds (forward, then reversed), so load from other processes hits
+all alike; each variant's ratio to dense is taken per round (paired) and the median and the
+range over rounds are printed, with the load average before and after. The bound column is
+the FLOP ratio of the picked exact algorithm to dense (``algorithm_costs``, sparse
+multiply-adds weighted by ``SPARSE_MAC_COST``).
+
+Memory (``--memory``): each variant in a fresh subprocess takes two AdamW steps inside
+``trainforge_core.bench.peak_memory`` (resident high-water mark above the level before).
 
 Run from the workspace root::
 
-    uv run python packages/sltrain/benchmarks/bench_linear.py            # both sizes
-    uv run python packages/sltrain/benchmarks/bench_linear.py --sizes 1024 --repeats 5
+    uv run python packages/sltrain/benchmarks/bench_linear.py            # all issue shapes
+    uv run python packages/sltrain/benchmarks/bench_linear.py --sizes 1024 --tokens 2048 --rounds 5
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ import torch
 from torch import nn
 
 from trainforge_core.bench import peak_memory
-from trainforge_sltrain import SLTrainLinear, training_state_bytes
+from trainforge_sltrain import (
+    SLTrainLinear,
+    algorithm_costs,
+    choose_algorithm,
+    training_state_bytes,
+)
 
-RANK, SPARSITY, ALPHA, TOKENS = 128, 0.03, 32.0, 8 * 256
+RANK, SPARSITY, ALPHA, TOKENS = 128, 0.03, 32.0, 2048
 
 
 class _ReferenceFn(torch.autograd.Function):
@@ -100,10 +107,11 @@ def build(variant: str, d: int) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     if variant == "dense":
         return nn.Linear(d, d)
-    layer = SLTrainLinear(d, d, RANK, SPARSITY, ALPHA, generator=g)
+    algorithm = variant if variant in ("materialize", "factored", "auto") else "materialize"
+    layer = SLTrainLinear(d, d, RANK, SPARSITY, ALPHA, generator=g, algorithm=algorithm)
     with torch.no_grad():  # trained state: B != 0 (timing does not depend on it)
         layer.lora_B.normal_(std=0.02, generator=g)
-    return layer if variant == "sltrain" else ReferenceAlgoLinear(layer)
+    return ReferenceAlgoLinear(layer) if variant == "reference-algo" else layer
 
 
 def _memory_child(variant: str, d: int) -> None:
@@ -135,10 +143,13 @@ def measure_memory(variant: str, d: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_time(d: int, variants: list[str], repeats: int) -> dict[str, float]:
+def measure_time(
+    d: int, tokens: int, variants: list[str], rounds: int
+) -> dict[str, tuple[float, float, float, float]]:
+    """Per variant: (median ms, median paired ratio to dense, min ratio, max ratio)."""
     torch.manual_seed(0)
-    x = torch.randn(TOKENS, d, requires_grad=True)
-    grad = torch.randn(TOKENS, d)
+    x = torch.randn(tokens, d, requires_grad=True)
+    grad = torch.randn(tokens, d)
     layers = {v: build(v, d) for v in variants}
 
     def run(layer):
@@ -147,55 +158,79 @@ def measure_time(d: int, variants: list[str], repeats: int) -> dict[str, float]:
             p.grad = None
         layer(x).backward(grad)
 
-    for layer in layers.values():  # warm-up
-        run(layer)
+    for layer in layers.values():  # warm-up (and the factored path's one-off CSR build)
         run(layer)
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(repeats):
-        for v, layer in layers.items():
+    for i in range(rounds):
+        order = variants if i % 2 == 0 else variants[::-1]
+        for v in order:
             start = time.perf_counter()
-            run(layer)
+            run(layers[v])
             times[v].append(time.perf_counter() - start)
-    return {v: statistics.median(t) for v, t in times.items()}
+    out = {}
+    for v in variants:
+        ratios = [t / td for t, td in zip(times[v], times["dense"], strict=True)]
+        out[v] = (
+            1e3 * statistics.median(times[v]),
+            statistics.median(ratios),
+            min(ratios),
+            max(ratios),
+        )
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 8192])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--variants", nargs="+", default=["dense", "materialize", "factored"],
+        help="dense is always included; also: reference-algo",
+    )  # fmt: skip
+    parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
     parser.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "D"))
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
-    variants = ["dense", "sltrain", "reference-algo"]
-    load0 = os.getloadavg()
+    variants = ["dense", *[v for v in args.variants if v != "dense"]]
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"load average before {load0[0]:.1f}"
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; rank {RANK}, "
+        f"sparsity {SPARSITY}, float32; {args.rounds} rounds, order alternated, "
+        "ratios paired per round"
     )
     print(
-        f"# rank {RANK}, sparsity {SPARSITY}, {TOKENS} tokens, float32, "
-        f"median of {args.repeats} interleaved fwd+bwd calls"
+        "| d | tokens | layer | fwd+bwd ms (median) | ratio vs dense: median [min, max] | "
+        "auto picks | FLOP bound of the pick | load before/after |"
     )
-    print(
-        "| d | layer | train-state bytes (analytic) | peak RSS, 2 AdamW steps | "
-        "ratio vs dense | fwd+bwd ms | ratio vs dense |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for d in args.sizes:
-        mem = {v: measure_memory(v, d) for v in variants}
-        t = measure_time(d, variants, args.repeats)
-        for v in variants:
-            print(
-                f"| {d} | {v} | {mem[v]['analytic'] / 2**20:.1f} MiB | "
-                f"{mem[v]['peak'] / 2**20:.1f} MiB | "
-                f"{mem[v]['peak'] / mem['dense']['peak']:.2f} | {1e3 * t[v]:.1f} | "
-                f"{t[v] / t['dense']:.3f} |",
-                flush=True,
-            )
-    print(f"# load average after {os.getloadavg()[0]:.1f}")
+        nnz = int(SPARSITY * d * d)
+        for tokens in args.tokens:
+            load0 = os.getloadavg()[0]
+            t = measure_time(d, tokens, variants, args.rounds)
+            load1 = os.getloadavg()[0]
+            pick = choose_algorithm(tokens, d, d, RANK, nnz)
+            mat, fac = algorithm_costs(tokens, d, d, RANK, nnz)
+            bound = (mat if pick == "materialize" else fac) / (3 * tokens * d * d)
+            for v in variants:
+                ms, med, lo, hi = t[v]
+                print(
+                    f"| {d} | {tokens} | {v} | {ms:.1f} | {med:.3f} [{lo:.3f}, {hi:.3f}] | "
+                    f"{pick} | {bound:.3f} | {load0:.1f}/{load1:.1f} |",
+                    flush=True,
+                )
+            if args.memory:
+                for v in variants:
+                    mem = measure_memory(v, d)
+                    print(
+                        f"# memory d={d} {v}: analytic train state "
+                        f"{mem['analytic'] / 2**20:.1f} MiB, peak RSS of 2 AdamW steps "
+                        f"({TOKENS} tokens) {mem['peak'] / 2**20:.1f} MiB",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from trainforge_sltrain import SLTrainLinear, sltrain_linear_function, sltrain_linear_params
+from trainforge_sltrain import (
+    SLTrainLinear,
+    algorithm_costs,
+    choose_algorithm,
+    sltrain_linear_function,
+    sltrain_linear_params,
+)
+from trainforge_sltrain import linear as linear_mod
 
 
 def _layer(in_f=24, out_f=16, rank=4, sparsity=0.1, alpha=8.0, bias=True, seed=0, **kw):
@@ -24,9 +31,10 @@ def _reference(layer: SLTrainLinear, x: torch.Tensor, B, A, values, bias):
     return out + bias if bias is not None else out
 
 
+@pytest.mark.parametrize("algorithm", ["materialize", "factored"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_forward_and_all_gradients_match_plain_autograd(bias):
-    layer = _layer(bias=bias)
+def test_forward_and_all_gradients_match_plain_autograd(bias, algorithm):
+    layer = _layer(bias=bias, algorithm=algorithm)
     with torch.no_grad():  # B = 0 at init would make grad_A vanish; give it a value
         layer.lora_B.normal_(generator=torch.Generator().manual_seed(1))
     x = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(2), requires_grad=True)
@@ -47,7 +55,8 @@ def test_forward_and_all_gradients_match_plain_autograd(bias):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("algorithm", ["materialize", "factored"])
+def test_gradcheck_float64(algorithm):
     layer = _layer(in_f=5, out_f=6, rank=2, sparsity=0.3, dtype=torch.float64)
     B = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
     A = layer.lora_A.detach().clone().requires_grad_(True)
@@ -56,13 +65,16 @@ def test_gradcheck_float64():
     x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
     idx = layer.sparse_index
     assert torch.autograd.gradcheck(
-        lambda x, B, A, v, b: sltrain_linear_function(x, B, A, v, idx, b, layer.scaling),
+        lambda x, B, A, v, b: sltrain_linear_function(
+            x, B, A, v, idx, b, layer.scaling, algorithm=algorithm
+        ),
         (x, B, A, v, b),
     )
 
 
-def test_no_saved_tensor_has_the_dense_weight_shape():
-    layer = _layer(in_f=40, out_f=32, rank=4)
+@pytest.mark.parametrize("algorithm", ["materialize", "factored"])
+def test_no_saved_tensor_has_the_dense_weight_shape(algorithm):
+    layer = _layer(in_f=40, out_f=32, rank=4, algorithm=algorithm)
     shapes = []
 
     def pack(t):
@@ -206,3 +218,106 @@ def test_bad_forward_inputs():
         sltrain_linear_function(torch.randn(2, 24), None, layer.lora_A, layer.sparse_value, idx)
     with pytest.raises(ValueError):
         sltrain_linear_params(10, 10, 0, 0.1)
+
+
+def _grads(fn, x, B, A, v, b):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, B, A, v, b)]
+    out = fn(*leaves)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=out.dtype)
+    return [out, *torch.autograd.grad(out, leaves, g)]
+
+
+@pytest.mark.parametrize("chunk", [2048, 3])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_factored_equals_materialize(index_dtype, shuffled, chunk, monkeypatch):
+    monkeypatch.setattr(linear_mod, "TOKEN_CHUNK", chunk)  # 3: 14 tokens in ragged chunks
+    # The factored path never forms W; it must agree with the materialising one, also for an
+    # unsorted support (CSR order differs from the support order) and 3-D inputs.
+    gen = torch.Generator().manual_seed(0)
+    m, n, r, nnz = 48, 40, 6, 300
+    index = torch.randperm(m * n, generator=gen)[:nnz]
+    if not shuffled:
+        index = index.sort().values
+    index = index.to(index_dtype)
+    f64 = {"dtype": torch.float64}
+    B, A = torch.randn(m, r, generator=gen, **f64), torch.randn(r, n, generator=gen, **f64)
+    v, b = torch.randn(nnz, generator=gen, **f64), torch.randn(m, generator=gen, **f64)
+    x = torch.randn(2, 7, n, generator=gen, **f64)
+
+    def run(alg):
+        return _grads(
+            lambda *t: sltrain_linear_function(*t[:4], index, t[4], 0.75, algorithm=alg),
+            x, B, A, v, b,
+        )  # fmt: skip
+
+    for got, want in zip(run("factored"), run("materialize"), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_rule_and_dispatch():
+    # Issue shapes (d = 1024, r = 128, delta = 0.03, 2,048 tokens): with the CPU CSR
+    # kernels' measured cost per multiply-add the sparse products cost more than building W,
+    # so the rule keeps the materialising path; at 0.3% density, or for one token (W costs
+    # m n r to build), or for a pure low-rank layer, the factored path is cheaper.
+    nnz = int(0.03 * 1024 * 1024)
+    mat, fac = algorithm_costs(2048, 1024, 1024, 128, nnz)
+    assert mat == 4 * 1024 * 1024 * 128 + 3 * 2048 * 1024 * 1024
+    assert fac == 3 * 2048 * 128 * 2048 + linear_mod.SPARSE_MAC_COST * 3 * 2048 * nnz
+    assert choose_algorithm(2048, 1024, 1024, 128, nnz) == "materialize"
+    assert choose_algorithm(2048, 1024, 1024, 128, nnz // 10) == "factored"
+    assert choose_algorithm(512, 64, 64, 4, 409) == "materialize"  # the quick demo's SLTrain
+    assert choose_algorithm(512, 64, 64, 8, 0) == "factored"  # ... and its low-rank baseline
+    assert choose_algorithm(1, 64, 64, 4, 409) == "factored"
+    assert choose_algorithm(1, 64, 64, 4, 409, device_type="cuda") == "materialize"
+    layer = _layer(in_f=64, out_f=64, rank=4, sparsity=0.1)
+    assert layer.algorithm == "auto"
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(t.shape) or t, id):
+        layer(torch.randn(1, 64, requires_grad=True))
+    assert (1, 4) in shapes  # x A^T, saved only by the factored path
+    shapes.clear()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(t.shape) or t, id):
+        layer(torch.randn(512, 64, requires_grad=True))
+    assert (512, 4) not in shapes
+
+
+def test_factored_follows_a_new_support():
+    # The CSR structure is cached per support tensor: loading another support must not reuse it.
+    layer = _layer(algorithm="factored")
+    x = torch.randn(5, 24)
+    layer(x)
+    other = _layer(seed=3)
+    layer.load_state_dict(other.state_dict())
+    torch.testing.assert_close(layer(x), other(x), rtol=1e-6, atol=1e-6)
+
+
+def test_algorithm_bad_input():
+    with pytest.raises(ValueError, match="algorithm"):
+        _layer(algorithm="fast")
+    layer = _layer()
+    with pytest.raises(ValueError, match="algorithm"):
+        sltrain_linear_function(
+            torch.randn(2, 24), layer.lora_B, layer.lora_A, layer.sparse_value,
+            layer.sparse_index, algorithm="sparse",
+        )  # fmt: skip
+    forced = _layer(algorithm="factored")
+    with (
+        pytest.raises(ValueError, match="one dtype and no autocast"),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+    ):
+        forced(torch.randn(2, 24))
+    with pytest.raises(ValueError, match="init_b"):
+        _layer(init_b="normal")
+    for bad in ((-1, 4, 4, 2, 3), (4, 4, 4, 2, 1.5)):
+        with pytest.raises(ValueError):
+            choose_algorithm(*bad)
+    assert linear_mod.SPARSE_MAC_COST > 1
+
+
+def test_kaiming_b_starts_a_nonzero_low_rank_product():
+    layer = _layer(sparsity=0.0, init_b="kaiming")
+    bound = 1 / math.sqrt(layer.rank)  # kaiming_uniform(a=sqrt 5): 1/sqrt(fan_in)
+    assert 0 < layer.lora_B.abs().max() <= bound
+    assert layer.to_dense().abs().max() > 0
+    assert _layer(sparsity=0.0).to_dense().abs().max() == 0  # the reference's B = 0

@@ -19,6 +19,7 @@ from trainforge_sltrain import (
     merge_sltrain,
     optimizer_state_bytes,
     save_sltrain,
+    sltrain_from_pretrained,
     sltrain_layers,
     sltrain_linear_params,
     training_state_bytes,
@@ -242,3 +243,88 @@ def test_bf16_autocast_forward_and_backward():
     for g, p in zip(low_grads, model.parameters(), strict=True):
         assert g.dtype == p.dtype == torch.float32
         assert (g - p.grad).abs().max() <= 5e-2 * p.grad.abs().max() + 1e-6
+
+
+def _trained_like(seed=0):
+    model = _model()
+    apply_sltrain(model, rank=4, sparsity=0.1, seed=seed, alpha=16)
+    with torch.no_grad():
+        for layer in sltrain_layers(model).values():
+            layer.lora_B.normal_(std=0.1)
+    return model
+
+
+def test_save_pretrained_round_trip(tmp_path):
+    # save_pretrained + from_pretrained used to give a dense model with random attn/MLP
+    # weights, and load_sltrain refused the directory.
+    model = _trained_like()
+    model.save_pretrained(tmp_path / "ckpt")
+    ids = torch.randint(0, 128, (2, 10))
+    want = model(input_ids=ids).logits
+    rebuilt = sltrain_from_pretrained(tmp_path / "ckpt")
+    assert set(sltrain_layers(rebuilt)) == set(sltrain_layers(model))
+    torch.testing.assert_close(rebuilt(input_ids=ids).logits, want, atol=0, rtol=0)
+    fresh = _model(seed=7)
+    load_sltrain(fresh, tmp_path / "ckpt")
+    torch.testing.assert_close(fresh(input_ids=ids).logits, want, atol=0, rtol=0)
+    assert sltrain_layers(fresh)["model.layers.0.mlp.up_proj"].sparse_index.dtype == torch.int32
+    # the rebuilt model saves again (config marker kept); merging drops the marker
+    rebuilt.save_pretrained(tmp_path / "again")
+    assert "trainforge_sltrain" in json.loads((tmp_path / "again" / "config.json").read_text())
+    merge_sltrain(rebuilt)
+    rebuilt.save_pretrained(tmp_path / "merged")
+    assert "trainforge_sltrain" not in json.loads((tmp_path / "merged" / "config.json").read_text())
+
+
+def test_trainer_checkpoint_loads(tmp_path):
+    from torch.utils.data import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    class Ids(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            ids = torch.arange(10) * (i + 1) % 128
+            return {"input_ids": ids, "labels": ids}
+
+    model = _trained_like()
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2, save_steps=1,
+        report_to=[], use_cpu=True, logging_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    Trainer(model=model, args=args, train_dataset=Ids()).train()
+    fresh = _model(seed=4)
+    load_sltrain(fresh, tmp_path / "checkpoint-1")
+    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n
+
+
+def test_failed_load_leaves_the_model_unchanged(tmp_path):
+    model = _trained_like()
+    model.save_pretrained(tmp_path / "ckpt")
+    wider = tiny_llama(seed=0, vocab_size=256, hidden_size=32, num_layers=2, num_heads=4)
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    with pytest.raises(ValueError, match="unchanged"):
+        load_sltrain(wider, tmp_path / "ckpt")  # embeddings do not fit: refused up front
+    assert not sltrain_layers(wider)
+    after = wider.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_from_pretrained_bad_input(tmp_path):
+    with pytest.raises(TypeError):
+        sltrain_from_pretrained(3)
+    with pytest.raises(FileNotFoundError):
+        sltrain_from_pretrained(tmp_path / "nowhere")
+    _model().save_pretrained(tmp_path / "dense")
+    with pytest.raises(ValueError, match="not a model converted"):
+        sltrain_from_pretrained(tmp_path / "dense")
+    with pytest.raises(ValueError, match="not an SLTrain checkpoint"):
+        load_sltrain(_model(), tmp_path / "dense")
+    _trained_like().save_pretrained(tmp_path / "ok")
+    with pytest.raises(TypeError, match="model_class"):
+        sltrain_from_pretrained(tmp_path / "ok", model_class="llama")
+    with pytest.raises(FileNotFoundError):
+        load_sltrain(_model(), tmp_path)  # a directory without weights

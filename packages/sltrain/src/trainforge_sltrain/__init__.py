@@ -12,6 +12,8 @@ from trainforge_sltrain.linear import (
     DEFAULT_RANK,
     DEFAULT_SPARSITY,
     SLTrainLinear,
+    algorithm_costs,
+    choose_algorithm,
     sltrain_linear_function,
     sltrain_linear_params,
 )
@@ -23,6 +25,7 @@ from trainforge_sltrain.model import (
     load_sltrain,
     merge_sltrain,
     save_sltrain,
+    sltrain_from_pretrained,
     sltrain_layers,
 )
 
@@ -39,11 +42,14 @@ __all__ = [
     "SLTrainLinear",
     "SLTrainReport",
     "__version__",
+    "algorithm_costs",
     "apply_sltrain",
+    "choose_algorithm",
     "load_sltrain",
     "merge_sltrain",
     "optimizer_state_bytes",
     "save_sltrain",
+    "sltrain_from_pretrained",
     "sltrain_layers",
     "sltrain_linear_function",
     "sltrain_linear_params",

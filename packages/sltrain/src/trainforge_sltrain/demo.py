@@ -98,6 +98,7 @@ def train_variant(
     rank: int | None,
     sparsity: float,
     progress: bool = False,
+    init_b: str = "zeros",
 ) -> RunResult:
     """Train one variant (``rank=None``: dense) and measure it."""
     model = tiny_llama(
@@ -113,7 +114,9 @@ def train_variant(
         if isinstance(m, torch.nn.Linear) and ("attn" in n or "mlp" in n)
     )
     if rank is not None:
-        apply_sltrain(model, rank=rank, sparsity=sparsity, alpha=setup.alpha, seed=seed)
+        apply_sltrain(
+            model, rank=rank, sparsity=sparsity, alpha=setup.alpha, seed=seed, init_b=init_b
+        )
         linear = sum(p.numel() for n, p in model.named_parameters() if ("attn" in n or "mlp" in n))
     else:
         linear = dense_linear
@@ -147,16 +150,25 @@ def compare(
     variants: tuple[str, ...] = ("full-rank", "low-rank", "sltrain"),
 ) -> dict[str, RunResult]:
     """Full-rank, matched pure low-rank and SLTrain (or the ``variants`` named) on the same
-    data and seed."""
-    unknown = set(variants) - {"full-rank", "low-rank", "sltrain"}
+    data and seed.
+
+    The low-rank baseline starts both factors Kaiming-uniform (``init_b="kaiming"``, a
+    factorised layer's initialisation); ``"low-rank-b0"`` is the same with ``B = 0`` (the
+    SLTrain reference's init, which starts a pure low-rank layer as the zero map: a weaker
+    baseline, kept for comparison)."""
+    known = {"full-rank", "low-rank", "low-rank-b0", "sltrain"}
+    unknown = set(variants) - known
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}: use full-rank, low-rank, sltrain")
+        raise ValueError(f"unknown variants {sorted(unknown)}: use {', '.join(sorted(known))}")
     data = data if data is not None else kjv_lm_data(setup.vocab)
     lowrank = matched_lowrank_rank(setup)
     runs = {
         "full-rank": lambda: train_variant("full-rank", setup, data, seed, None, 0.0, progress),
         "low-rank": lambda: train_variant(
-            f"low-rank r={lowrank}", setup, data, seed, lowrank, 0.0, progress
+            f"low-rank r={lowrank}", setup, data, seed, lowrank, 0.0, progress, "kaiming"
+        ),
+        "low-rank-b0": lambda: train_variant(
+            f"low-rank r={lowrank} B=0", setup, data, seed, lowrank, 0.0, progress, "zeros"
         ),
         "sltrain": lambda: train_variant(
             "sltrain", setup, data, seed, setup.rank, setup.sparsity, progress
@@ -230,7 +242,9 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "cosine), same data order and seed for all three runs",
         f"SLTrain on q,k,v,o,gate,up,down with rank {setup.rank}, sparsity {setup.sparsity}, "
         f"alpha {setup.alpha}; the low-rank baseline is the same code with sparsity 0 at the "
-        f"rank ({lowrank}) whose attn/mlp parameter count is closest to SLTrain's",
+        f"rank ({lowrank}) whose attn/mlp parameter count is closest to SLTrain's, both "
+        "factors Kaiming-uniform (a factorised layer's init; the reference's B = 0 starts a "
+        "pure low-rank layer as the zero map and makes a weaker baseline)",
         "embeddings, norms and the (tied) head stay dense in every run; the 'all' parameter "
         "row includes them",
         "AdamW state = bytes in optimizer.state after training (two moments per parameter); "

@@ -101,11 +101,11 @@ class _Sophia(Optimizer):
             raise
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        group["lr"] = (
-            group["lr"]
-            if isinstance(group["lr"], Tensor)
-            else _check_number("lr", group["lr"], low=0.0, low_ok=True)
-        )
+        lr = group["lr"]
+        if isinstance(lr, Tensor):  # kept a tensor (schedulers may write into it); checked
+            _check_number("lr", lr, low=0.0, low_ok=True)
+        else:
+            group["lr"] = _check_number("lr", lr, low=0.0, low_ok=True)
         group["betas"] = _check_betas(group["betas"])
         group["rho"] = _check_number("rho", group["rho"], low=0.0, low_ok=True)
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"], low=0.0,
@@ -330,7 +330,13 @@ class SophiaG(_Sophia):
             ``torch.optim.AdamW(fused=True)``: the Triton kernel on CUDA, a
             ``torch.compile``d loop elsewhere (on CPU it needs a C++ compiler; the first
             step compiles it, Inductor caches it on disk). Fastest on CPU (see the README's
-            benchmark); results equal the reference up to float rounding.
+            benchmark). Not bit-identical to the reference: the compiled CPU loop rounds
+            ``(1-beta1)*g`` and ``lr*u`` before adding them, where ATen's ``add_(alpha=)``
+            is a fused multiply-add; a last-ulp difference in a near-zero ``m`` can flip
+            its sign, so runs drift apart (the README's "Limits" says by how much).
+
+    A NaN or inf gradient is not checked (as in ``torch.optim``): it turns that
+    coordinate's momentum and parameter into NaN.
 
     Usage::
 

@@ -29,6 +29,27 @@ from trainforge_kernels.sophia_update import sophia_update_compiled, sophia_upda
 
 __all__ = ["SophiaG", "SophiaH", "decay_groups"]
 
+try:  # torch >= 2.5 exposes DTensor publicly (FSDP2's parameters)
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover - depends on the torch build
+    _DTensor = None
+
+
+def _local_shards(p: Tensor, *others: Tensor) -> list[Tensor]:
+    """The local tensors of a DTensor parameter and of its grad and state, checked to be
+    sharded alike (an elementwise update is then a local one)."""
+    out = [p.to_local()]
+    for t in others:
+        if not isinstance(t, _DTensor) or t.placements != p.placements or t.shape != p.shape:
+            raise ValueError(
+                "Sophia with a DTensor parameter needs its grad and state as DTensors with the "
+                f"same placements ({p.placements}), got "
+                f"{getattr(t, 'placements', type(t).__name__)}"
+            )
+        out.append(t.to_local())
+    return out
+
+
 # CPU path: tensors with at least this many elements are updated one by one in chunks of
 # _CHUNK elements that stay in cache between the 8 elementwise ops; smaller tensors go
 # through torch._foreach_* ops in one batch. The arithmetic is the same either way.
@@ -220,6 +241,10 @@ class _Sophia(Optimizer):
                     raise ValueError(f"{type(self).__name__} does not support sparse gradients")
                 state = self._init_state(p)
                 g, m, h, q = p.grad, state["exp_avg"], state["hessian"], p
+                if _DTensor is not None and isinstance(q, _DTensor):
+                    # FSDP2 / DTensor: the update is elementwise, so each rank updates its
+                    # own shards (p, its grad and state are sharded alike) with no traffic.
+                    q, g, m, h = _local_shards(q, g, m, h)
                 if torch.is_complex(q):
                     q, g, m, h = (torch.view_as_real(t) for t in (q, g, m, h))
                 params.append(q)

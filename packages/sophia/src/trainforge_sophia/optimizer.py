@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -29,10 +30,12 @@ from trainforge_kernels.sophia_update import sophia_update_compiled, sophia_upda
 
 __all__ = ["SophiaG", "SophiaH", "decay_groups"]
 
-try:  # torch >= 2.5 exposes DTensor publicly (FSDP2's parameters)
-    from torch.distributed.tensor import DTensor as _DTensor
-except ImportError:  # pragma: no cover - depends on the torch build
-    _DTensor = None
+
+def _dtensor_type() -> type | None:
+    """``DTensor`` if ``torch.distributed.tensor`` is loaded (FSDP2 loads it), else None.
+    Not imported here: that import costs about as much as importing torch itself."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
 
 
 def _local_shards(p: Tensor, *others: Tensor) -> list[Tensor]:
@@ -40,7 +43,7 @@ def _local_shards(p: Tensor, *others: Tensor) -> list[Tensor]:
     sharded alike (an elementwise update is then a local one)."""
     out = [p.to_local()]
     for t in others:
-        if not isinstance(t, _DTensor) or t.placements != p.placements or t.shape != p.shape:
+        if type(t) is not type(p) or t.placements != p.placements or t.shape != p.shape:
             raise ValueError(
                 "Sophia with a DTensor parameter needs its grad and state as DTensors with the "
                 f"same placements ({p.placements}), got "
@@ -232,6 +235,7 @@ class _Sophia(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        dtensor = _dtensor_type()
         for group in self.param_groups:
             params, grads, exp_avgs, hessians = [], [], [], []
             for p in group["params"]:
@@ -241,7 +245,7 @@ class _Sophia(Optimizer):
                     raise ValueError(f"{type(self).__name__} does not support sparse gradients")
                 state = self._init_state(p)
                 g, m, h, q = p.grad, state["exp_avg"], state["hessian"], p
-                if _DTensor is not None and isinstance(q, _DTensor):
+                if dtensor is not None and isinstance(q, dtensor):
                     # FSDP2 / DTensor: the update is elementwise, so each rank updates its
                     # own shards (p, its grad and state are sharded alike) with no traffic.
                     q, g, m, h = _local_shards(q, g, m, h)

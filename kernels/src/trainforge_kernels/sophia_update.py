@@ -270,9 +270,12 @@ def sophia_update_compiled(
     p, m), 16 tensors per compiled call, compiled once per process, device and dtypes for
     all sizes, list lengths and hyper-parameters (Inductor also caches it on disk);
     non-contiguous and one-element tensors take :func:`sophia_update_reference`. The
-    arithmetic is the kernel's; results equal the reference up to float rounding (the
-    compiler may contract multiply-adds). Raises ``RuntimeError`` naming the cause when
-    compilation fails (on CPU, Inductor needs a working C++ compiler).
+    arithmetic is the kernel's, with two roundings where the eager reference has one: on
+    CPU, ATen's ``add_(alpha=)`` is a fused multiply-add and Inductor compiles with
+    ``-ffp-contract=off``, so ``m*beta1 + (1-beta1)*g`` and ``p*decay - lr*u`` round the
+    product first (last-ulp differences, which can flip the sign of a near-zero ``m``).
+    Raises ``RuntimeError`` naming the cause when compilation fails (on CPU, Inductor
+    needs a working C++ compiler).
     """
     if not len(params) == len(grads) == len(exp_avgs) == len(hessians):
         raise ValueError(

@@ -52,3 +52,42 @@ def test_callback_bad_input():
         SophiaCallback(hessian_data=3)
     with pytest.raises(ValueError, match="seed"):
         SophiaCallback(seed=-1)
+
+
+def _resume_trainer(out, hessian_data):
+    transformers = pytest.importorskip("transformers")
+    from trainforge_core.models import tiny_llama
+
+    torch.manual_seed(0)
+    model = tiny_llama(vocab_size=40, hidden_size=16, num_layers=1, num_heads=2,
+                       max_position_embeddings=16)  # fmt: skip
+    opt = SophiaG(decay_groups(model, 0.2), lr=1e-2, hessian_interval=2)
+    callback = SophiaCallback(hessian_data=hessian_data, seed=3)
+    args = transformers.TrainingArguments(
+        output_dir=str(out), max_steps=10, per_device_train_batch_size=4, save_strategy="steps",
+        save_steps=4, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=100,
+        lr_scheduler_type="constant",
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Windows(n=24),
+                                   optimizers=(opt, None), callbacks=[callback])  # fmt: skip
+    return trainer, model, callback
+
+
+@pytest.mark.parametrize("own_data", [False, True], ids=["train_loader", "hessian_data"])
+def test_resume_with_callback_is_exact(tmp_path, own_data):
+    """Issue #14.4: 10 steps in one go == 4 steps, checkpoint, resume to 10 (estimates after
+    steps 2, 4, ..., 10; the estimate data wraps around within the run)."""
+
+    def data():  # a shuffled loader: its iteration draws from the global RNG
+        if not own_data:
+            return None
+        return torch.utils.data.DataLoader(_Windows(n=12, seed=1), batch_size=4, shuffle=True)
+
+    trainer, full, cb = _resume_trainer(tmp_path, data())
+    trainer.train()
+    assert cb.estimates == 5
+    trainer, resumed, cb2 = _resume_trainer(tmp_path, data())
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    assert cb2.estimates == 5
+    for (name, a), b in zip(full.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b), name

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import trainforge_sophia.optimizer as sopt
-from trainforge_sophia import SophiaG, SophiaH, decay_groups
+from trainforge_sophia import SophiaG, SophiaH, decay_groups, gnb_loss
 
 
 # -- an independent re-statement of Liuhong99/Sophia:sophia.py (non-capturable path) --------
@@ -407,3 +407,98 @@ def test_estimate_without_backward_is_an_error():
     h = SophiaH([p])
     with pytest.raises(ValueError, match="estimates"):
         h.update_hessian([])
+
+
+# -- fused=True against the reference: what differs, exactly (issue #14.5) -----------------
+def _unfused_step(p, g, m, h, *, lr, beta1, rho_bs, weight_decay, eps):
+    """The reference step with every product rounded on its own (no fused multiply-add):
+    the arithmetic of the compiled ``fused=True`` loop on CPU."""
+    f32 = p.dtype
+    b1, omb = torch.tensor(beta1, dtype=f32), torch.tensor(1.0 - beta1, dtype=f32)
+    decay, lr_t = torch.tensor(1.0 - lr * weight_decay, dtype=f32), torch.tensor(lr, dtype=f32)
+    m_new = (m * b1) + (g * omb)  # two products, each rounded, then the sum
+    u = (m_new / (h * rho_bs + eps)).clamp(-1.0, 1.0)
+    return (p * decay) - (u * lr_t), m_new
+
+
+def test_fused_differs_from_reference_only_by_unfused_multiply_adds():
+    """A model of realistic shape (a 2-layer Llama, 0.5M parameters), 12 steps with real
+    gradients and Hessian estimates after steps 4 and 8. The eager path (sophia.py's ops)
+    computes
+    ``m*beta1 + (1-beta1)*g`` and ``p*decay - lr*u`` with one rounding each (ATen's CPU
+    ``add_(alpha=)`` is a fused multiply-add); the compiled loop rounds each product. Every
+    fused step equals that two-rounding formula bit for bit, and differs from the reference
+    step by at most the bounds that follow from it."""
+    from trainforge_core.models import tiny_llama
+
+    torch.manual_seed(0)
+    model = tiny_llama(vocab_size=512, hidden_size=128, num_layers=2, num_heads=4,
+                       max_position_embeddings=32)  # fmt: skip
+    params = [p for p in model.parameters()]
+    assert sum(p.numel() for p in params) > 400_000
+    kw = dict(lr=3e-4, beta1=0.965, rho=0.05, weight_decay=0.2)
+    opt = SophiaG(params, lr=kw["lr"], betas=(kw["beta1"], 0.99), rho=kw["rho"],
+                  weight_decay=kw["weight_decay"], bs=256, fused=True)  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 512, (4, 32), generator=gen)
+    eps32 = torch.finfo(torch.float32).eps
+    flips = differ = 0
+    for t in range(12):
+        model.zero_grad()
+        model(input_ids=x, labels=x).loss.backward()
+        before = {
+            p: (p.detach().clone(), *(opt.state[p][k].clone() for k in ("exp_avg", "hessian")))
+            for p in params
+            if p in opt.state
+        }
+        opt.step()
+        for p in before:
+            p0, m0, h0 = before[p]
+            step = dict(lr=kw["lr"], beta1=kw["beta1"], rho_bs=kw["rho"] * 256,
+                        weight_decay=kw["weight_decay"], eps=1e-15)  # fmt: skip
+            p_two, m_two = _unfused_step(p0, p.grad, m0, h0, **step)
+            m_f = opt.state[p]["exp_avg"]
+            assert torch.equal(m_f, m_two) and torch.equal(p.detach(), p_two)
+            p_ref, m_ref = p0.clone(), m0.clone()
+            sopt.sophia_update_reference(p_ref, p.grad, m_ref, h0.clone(), **step)
+            # m: one extra rounding of (1-beta1)*g (half an ulp of it) and of the sum
+            assert ((m_f - m_ref).abs() <= eps32 * ((1 - kw["beta1"]) * p.grad.abs()
+                                                   + m_ref.abs())).all()  # fmt: skip
+            # p: the clipped ratios u differ through m; plus one rounding of lr*u and of p
+            d = h0 * (kw["rho"] * 256) + 1e-15
+            du = ((m_f / d).clamp(-1, 1) - (m_ref / d).clamp(-1, 1)).abs()
+            bound = kw["lr"] * du + eps32 * (p_ref.abs() + kw["lr"])
+            assert ((p.detach() - p_ref).abs() <= bound).all()
+            flips += int((torch.sign(m_f) != torch.sign(m_ref)).sum())
+            differ += int((m_f != m_ref).sum())
+        if t % 4 == 3:
+            model.zero_grad()
+            gnb_loss(model(input_ids=x).logits, generator=gen).backward()
+            opt.update_hessian(n_predictions=256)
+    assert differ > 0  # the two roundings really differ on this run
+
+
+def test_lr_tensor_must_be_finite():
+    p = [torch.zeros(2, requires_grad=True)]
+    for bad in (torch.tensor(math.inf), torch.tensor(math.nan), torch.tensor(-1.0)):
+        with pytest.raises(ValueError, match="lr"):
+            SophiaG(p, lr=bad)
+
+
+@pytest.mark.parametrize("path", ["default", "foreach", "fused"])
+def test_nan_gradient_propagates_like_torch_optim(path):
+    """torch.optim's behaviour (AdamW with a NaN gradient writes NaN into the parameter, no
+    error, no host sync): the NaN shows in the parameter and its momentum, and only there."""
+    flags = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[path]
+    p = torch.ones(70, requires_grad=True)
+    opt = SophiaG([p], lr=0.1, bs=1, **flags)
+    p.grad = torch.ones(70)
+    p.grad[3] = math.nan
+    opt.step()
+    assert torch.isnan(p[3]) and torch.isnan(opt.state[p]["exp_avg"][3])
+    assert torch.isfinite(torch.cat([p[:3], p[4:]])).all()
+    q = torch.ones(70, requires_grad=True)
+    adamw = torch.optim.AdamW([q], lr=0.1)
+    q.grad = p.grad.clone()
+    adamw.step()
+    assert torch.equal(torch.isnan(q), torch.isnan(p))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,12 @@ FULL = _Setup(hidden=64, layers=2, heads=4, steps=200, batch=16, seq=64, eval_ev
               eval_batches=4, adamw_lrs=(1e-3, 3e-3, 1e-2),
               sophia_lrs=(1e-3, 3e-3, 1e-2))  # fmt: skip
 VOCAB = 2048
+PAIRED_ROUNDS = {True: 20, False: 60}  # quick, full
+
+
+def _quartiles(xs: list[float]) -> list[float]:
+    xs = sorted(xs)
+    return [round(xs[int(q * (len(xs) - 1))], 3) for q in (0.25, 0.5, 0.75)]
 
 
 def _run(name: str, lr: float, setup: _Setup, data, seed: int) -> tuple[TrainResult, dict]:
@@ -62,6 +69,7 @@ def _run(name: str, lr: float, setup: _Setup, data, seed: int) -> tuple[TrainRes
         # nanoGPT / Liuhong99/Sophia:train_adam.py baseline: betas (0.9, 0.95), wd 0.1
         opt = torch.optim.AdamW(decay_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
         result = train_lm(model, opt, data, config, desc=f"adamw lr={lr:g}")
+        extra["model"], extra["opt"] = model, opt
         return result, extra
     # config/train_gpt2_small_sophiag.py: betas (0.965, 0.99), rho 0.05, wd 0.2, k = 10;
     # bs=None: the estimator records the predictions of its batch (same size as training)
@@ -77,7 +85,32 @@ def _run(name: str, lr: float, setup: _Setup, data, seed: int) -> tuple[TrainRes
     result = train_lm(model, opt, data, config, after_step=hessian, desc=f"sophiag lr={lr:g}")
     extra["win_rates"] = win_rates
     extra["stats"] = opt.stats()
+    extra["model"], extra["opt"], extra["gen"] = model, opt, gen
     return result, extra
+
+
+def _paired_step_times(setup: _Setup, data, adamw: dict, sophia: dict, rounds: int,
+                       seed: int) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Training-step wall times of the two best runs measured in alternation (the order
+    flips every round), on the same batches: forward, backward, clip, step, and for
+    SophiaG its GNB estimate on a fresh batch every 10th step (counted in that step)."""
+    gen = torch.Generator().manual_seed(seed + 7)
+    times: dict[str, list[float]] = {"adamw": [], "sophiag": []}
+    runs = {"adamw": adamw, "sophiag": sophia}
+    for r in range(rounds):
+        batch = data.sample_batch(setup.batch, setup.seq, gen)
+        fresh = data.sample_batch(setup.batch, setup.seq, gen)
+        for name in ("adamw", "sophiag") if r % 2 == 0 else ("sophiag", "adamw"):
+            model, opt = runs[name]["model"], runs[name]["opt"]
+            start = time.perf_counter()
+            model(input_ids=batch, labels=batch).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if name == "sophiag" and r % 10 == 9:
+                maybe_update_hessian(opt, model, fresh, generator=runs[name]["gen"], force=True)
+            times[name].append(time.perf_counter() - start)
+    return times["adamw"], times["sophiag"]
 
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
@@ -110,11 +143,15 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     report.add("final held-out loss", a_res.final_eval_loss, s_res.final_eval_loss, "nats")
     report.add(f"steps to held-out loss <= {target:.3f}", a_res.steps_to_reach(target),
                s_res.steps_to_reach(target), "steps")  # fmt: skip
-    report.add("median step time", 1e3 * a_res.median_step_time, 1e3 * s_res.median_step_time,
-               "ms")  # fmt: skip
-    mean_a = 1e3 * sum(a_res.step_time) / len(a_res.step_time)
-    mean_s = 1e3 * sum(s_res.step_time) / len(s_res.step_time)
-    report.add("mean step time (incl. Hessian steps)", mean_a, mean_s, "ms")
+    # Timing: the training runs above ran one after the other on a machine whose speed
+    # drifts, so their step times are not compared; these steps alternate (issue #14.6).
+    _, a_extra = runs["adamw"][a_lr]
+    t_a, t_s = _paired_step_times(setup, data, a_extra, s_extra, PAIRED_ROUNDS[quick], seed)
+    ratios = sorted(s / a for a, s in zip(t_a, t_s, strict=True))
+    report.add("mean step time, paired (incl. Hessian steps)", 1e3 * statistics.fmean(t_a),
+               1e3 * statistics.fmean(t_s), "ms")  # fmt: skip
+    report.add("SophiaG / AdamW step time, median of paired rounds", 1.0,
+               statistics.median(ratios), "ratio")  # fmt: skip
     stats = s_extra["stats"]
     report.add("SophiaG win rate (end)", None, stats["win_rate"], "fraction", better="none")
 
@@ -138,7 +175,10 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "GNB estimate every 10 steps on a fresh batch, bs = predictions of that batch.",
         f"SophiaG win rate after each estimate: "
         f"{[round(w, 3) for w in s_extra['win_rates']]} (README rule: keep in 0.1-0.5).",
-        "Step times are wall-clock on a shared CPU machine: compare them within this run only.",
+        f"Step times: {PAIRED_ROUNDS[quick]} extra steps of the two best runs, alternating "
+        "(order flipped every round, same batches; SophiaG's estimate every 10th step counted "
+        f"in its step); paired ratio quartiles {_quartiles(ratios)}. Wall-clock on this "
+        "machine: compare within this run only.",
         f"Demo wall time {time.perf_counter() - start:.1f} s.",
     ]
     report.details.update({"grid": grid, "target_loss": target, "sophia_stats": stats,

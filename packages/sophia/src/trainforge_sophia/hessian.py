@@ -231,7 +231,15 @@ def _world_size() -> int:
 
 
 def _is_ddp(model: nn.Module) -> bool:
-    return isinstance(model, nn.parallel.DistributedDataParallel)
+    """Whether backward through ``model`` already averages the gradients across ranks
+    (DDP, or FSDP2's ``fully_shard``, which reduce-scatters them)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return True
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - depends on the torch version
+        return False
+    return isinstance(model, FSDPModule)
 
 
 def _average_across_ranks(tensors: Iterable[Tensor]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -28,6 +29,29 @@ from torch.optim import Optimizer
 from trainforge_kernels.sophia_update import sophia_update_compiled, sophia_update_reference
 
 __all__ = ["SophiaG", "SophiaH", "decay_groups"]
+
+
+def _dtensor_type() -> type | None:
+    """``DTensor`` if ``torch.distributed.tensor`` is loaded (FSDP2 loads it), else None.
+    Not imported here: that import costs about as much as importing torch itself."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def _local_shards(p: Tensor, *others: Tensor) -> list[Tensor]:
+    """The local tensors of a DTensor parameter and of its grad and state, checked to be
+    sharded alike (an elementwise update is then a local one)."""
+    out = [p.to_local()]
+    for t in others:
+        if type(t) is not type(p) or t.placements != p.placements or t.shape != p.shape:
+            raise ValueError(
+                "Sophia with a DTensor parameter needs its grad and state as DTensors with the "
+                f"same placements ({p.placements}), got "
+                f"{getattr(t, 'placements', type(t).__name__)}"
+            )
+        out.append(t.to_local())
+    return out
+
 
 # CPU path: tensors with at least this many elements are updated one by one in chunks of
 # _CHUNK elements that stay in cache between the 8 elementwise ops; smaller tensors go
@@ -101,11 +125,11 @@ class _Sophia(Optimizer):
             raise
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        group["lr"] = (
-            group["lr"]
-            if isinstance(group["lr"], Tensor)
-            else _check_number("lr", group["lr"], low=0.0, low_ok=True)
-        )
+        lr = group["lr"]
+        if isinstance(lr, Tensor):  # kept a tensor (schedulers may write into it); checked
+            _check_number("lr", lr, low=0.0, low_ok=True)
+        else:
+            group["lr"] = _check_number("lr", lr, low=0.0, low_ok=True)
         group["betas"] = _check_betas(group["betas"])
         group["rho"] = _check_number("rho", group["rho"], low=0.0, low_ok=True)
         group["weight_decay"] = _check_number("weight_decay", group["weight_decay"], low=0.0,
@@ -211,6 +235,7 @@ class _Sophia(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        dtensor = _dtensor_type()
         for group in self.param_groups:
             params, grads, exp_avgs, hessians = [], [], [], []
             for p in group["params"]:
@@ -220,6 +245,10 @@ class _Sophia(Optimizer):
                     raise ValueError(f"{type(self).__name__} does not support sparse gradients")
                 state = self._init_state(p)
                 g, m, h, q = p.grad, state["exp_avg"], state["hessian"], p
+                if dtensor is not None and isinstance(q, dtensor):
+                    # FSDP2 / DTensor: the update is elementwise, so each rank updates its
+                    # own shards (p, its grad and state are sharded alike) with no traffic.
+                    q, g, m, h = _local_shards(q, g, m, h)
                 if torch.is_complex(q):
                     q, g, m, h = (torch.view_as_real(t) for t in (q, g, m, h))
                 params.append(q)
@@ -330,7 +359,13 @@ class SophiaG(_Sophia):
             ``torch.optim.AdamW(fused=True)``: the Triton kernel on CUDA, a
             ``torch.compile``d loop elsewhere (on CPU it needs a C++ compiler; the first
             step compiles it, Inductor caches it on disk). Fastest on CPU (see the README's
-            benchmark); results equal the reference up to float rounding.
+            benchmark). Not bit-identical to the reference: the compiled CPU loop rounds
+            ``(1-beta1)*g`` and ``lr*u`` before adding them, where ATen's ``add_(alpha=)``
+            is a fused multiply-add; a last-ulp difference in a near-zero ``m`` can flip
+            its sign, so runs drift apart (the README's "Limits" says by how much).
+
+    A NaN or inf gradient is not checked (as in ``torch.optim``): it turns that
+    coordinate's momentum and parameter into NaN.
 
     Usage::
 

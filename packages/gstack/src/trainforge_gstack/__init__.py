@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from trainforge_gstack.depth import (
     DEFAULT_FACTOR,
     DEPTH_OPS,
+    PHASE_IN_STEPS,
     DepthPlan,
     GrowthWarning,
     depth_plan,
@@ -18,6 +19,7 @@ from trainforge_gstack.depth import (
     renumber_layers,
 )
 from trainforge_gstack.layouts import LAYOUTS, DecoderLayout, find_layout
+from trainforge_gstack.phase import PhaseIn, phase_in_of
 from trainforge_gstack.timing import GStackPlan, growth_timing_tokens, plan_gstack
 from trainforge_gstack.width import WIDTH_OPS, grow_width
 
@@ -30,17 +32,20 @@ __all__ = [
     "DEFAULT_FACTOR",
     "DEPTH_OPS",
     "LAYOUTS",
+    "PHASE_IN_STEPS",
     "WIDTH_OPS",
     "DecoderLayout",
     "DepthPlan",
     "GStackPlan",
     "GrowthWarning",
+    "PhaseIn",
     "__version__",
     "depth_plan",
     "find_layout",
     "grow_depth",
     "grow_width",
     "growth_timing_tokens",
+    "phase_in_of",
     "plan_gstack",
     "renumber_layers",
 ]

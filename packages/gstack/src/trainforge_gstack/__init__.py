@@ -20,6 +20,7 @@ from trainforge_gstack.depth import (
 )
 from trainforge_gstack.layouts import LAYOUTS, DecoderLayout, find_layout
 from trainforge_gstack.phase import PhaseIn, phase_in_of
+from trainforge_gstack.recipe import GStackRun, WindowStream, train_gstack
 from trainforge_gstack.timing import GStackPlan, growth_timing_tokens, plan_gstack
 from trainforge_gstack.width import WIDTH_OPS, grow_width
 
@@ -37,8 +38,10 @@ __all__ = [
     "DecoderLayout",
     "DepthPlan",
     "GStackPlan",
+    "GStackRun",
     "GrowthWarning",
     "PhaseIn",
+    "WindowStream",
     "__version__",
     "depth_plan",
     "find_layout",
@@ -48,4 +51,5 @@ __all__ = [
     "phase_in_of",
     "plan_gstack",
     "renumber_layers",
+    "train_gstack",
 ]

@@ -8,6 +8,7 @@ paper's growth-timing rule.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from trainforge_gstack.checkpoint import load_for_growth
 from trainforge_gstack.depth import (
     DEFAULT_FACTOR,
     DEPTH_OPS,
@@ -48,6 +49,7 @@ __all__ = [
     "grow_depth",
     "grow_width",
     "growth_timing_tokens",
+    "load_for_growth",
     "phase_in_of",
     "plan_gstack",
     "renumber_layers",

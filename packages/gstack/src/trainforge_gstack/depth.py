@@ -277,6 +277,8 @@ def _refuse_wrapped(model: object) -> nn.Module:
     """Growth needs the plain model: refuse DDP / FSDP / compiled wrappers with the fix."""
     from torch.nn.parallel import DistributedDataParallel
 
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, DistributedDataParallel):
         raise TypeError(
             "grow a model, not its DistributedDataParallel wrapper: pass ddp.module (every "

@@ -60,6 +60,13 @@ def growth_timing_tokens(
             GrowthWarning,
             stacklevel=2,
         )
+    elif tokens is not None and d >= tokens:
+        warnings.warn(
+            f"growth_timing_tokens: the rule gives d={d:.3g} tokens, not below the budget "
+            f"D={tokens:.3g}: there would be nothing left to train the grown model on",
+            GrowthWarning,
+            stacklevel=2,
+        )
     return d
 
 

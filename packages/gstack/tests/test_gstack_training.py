@@ -3,7 +3,7 @@
 - At equal compute by the paper's accounting (C = 6 N D, the small model's training
   included), over 3 seeds: the FLOPs match and the stacked model keeps most of what the small
   one learned. Whether it then beats scratch is *reported* (printed), not asserted: at this
-  size it does not (gaps -0.08 and -0.15 nats on seeds 0 and 1, see the README).
+  size it does not (gaps -0.08, -0.15, -0.23 nats on seeds 0-2, see the README).
 - The head start (not a compute claim): after the same number of deep-model steps, the
   stacked model is ahead of a scratch one. (This used to be presented as the evidence; it
   ignores the small model's compute.)"""

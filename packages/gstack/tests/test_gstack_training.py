@@ -3,7 +3,8 @@
 - At equal compute by the paper's accounting (C = 6 N D, the small model's training
   included), over 3 seeds: the FLOPs match and the stacked model keeps most of what the small
   one learned. Whether it then beats scratch is *reported* (printed), not asserted: at this
-  size it does not (gaps -0.08, -0.15, -0.23 nats on seeds 0-2, see the README).
+  size it does not (gaps +0.04, -0.03, -0.01 nats on seeds 0-2; -0.08, -0.15, -0.23 at a
+  200-step budget; see the README).
 - The head start (not a compute claim): after the same number of deep-model steps, the
   stacked model is ahead of a scratch one. (This used to be presented as the evidence; it
   ignores the small model's compute.)"""
@@ -73,8 +74,9 @@ def test_stacked_model_has_a_head_start_over_the_same_deep_steps(seed):
     assert stacked_after < scratch_after - 0.05, (stacked_after, scratch_after)
 
 
-# 1L -> 4L, hidden 32, a 200-step budget of 256 tokens.
-SETUP = dataclasses.replace(_QUICK, budget_steps=200, eval_every=50)
+# The quick demo's setting (1L -> 4L, hidden 32, an 80-step budget of 256 tokens), kept
+# small so the suite stays cheap; the gaps at a 200-step budget are in the README.
+SETUP = dataclasses.replace(_QUICK, eval_every=40)
 
 
 @pytest.mark.slow

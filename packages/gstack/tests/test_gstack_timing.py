@@ -41,6 +41,9 @@ def test_timing_rule_warns_far_outside_its_fitted_flops():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         growth_timing_tokens(7e9, tokens=2e12)  # inside: no warning
+    # Inside the fitted FLOPs but a budget below the rule's d: said too (as plan_gstack does).
+    with pytest.warns(GrowthWarning, match="not below the budget"):
+        growth_timing_tokens(1e11, tokens=2e8)
 
 
 def test_plan_uses_the_rule_and_the_reference_recipe():

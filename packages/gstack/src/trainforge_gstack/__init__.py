@@ -8,9 +8,11 @@ paper's growth-timing rule.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from trainforge_gstack.checkpoint import load_for_growth
 from trainforge_gstack.depth import (
     DEFAULT_FACTOR,
     DEPTH_OPS,
+    PHASE_IN_STEPS,
     DepthPlan,
     GrowthWarning,
     depth_plan,
@@ -18,6 +20,8 @@ from trainforge_gstack.depth import (
     renumber_layers,
 )
 from trainforge_gstack.layouts import LAYOUTS, DecoderLayout, find_layout
+from trainforge_gstack.phase import PhaseIn, phase_in_of
+from trainforge_gstack.recipe import GStackRun, WindowStream, train_gstack
 from trainforge_gstack.timing import GStackPlan, growth_timing_tokens, plan_gstack
 from trainforge_gstack.width import WIDTH_OPS, grow_width
 
@@ -30,17 +34,24 @@ __all__ = [
     "DEFAULT_FACTOR",
     "DEPTH_OPS",
     "LAYOUTS",
+    "PHASE_IN_STEPS",
     "WIDTH_OPS",
     "DecoderLayout",
     "DepthPlan",
     "GStackPlan",
+    "GStackRun",
     "GrowthWarning",
+    "PhaseIn",
+    "WindowStream",
     "__version__",
     "depth_plan",
     "find_layout",
     "grow_depth",
     "grow_width",
     "growth_timing_tokens",
+    "load_for_growth",
+    "phase_in_of",
     "plan_gstack",
     "renumber_layers",
+    "train_gstack",
 ]

@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 from trainforge_core.errors import NoEffectWarning
 from trainforge_gstack.layouts import DecoderLayout, _get_layers, find_layout
+from trainforge_gstack.phase import PhaseIn, _attach, _poison_and_reset
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ DEPTH_OPS = ("stack", "interleave", "zero", "random")
 # README of tongxuluo/prts: "For growth factor g, we fix g=4 is the best."
 DEFAULT_FACTOR = 4
 """The paper's growth factor g (4 blocks out of each one)."""
+# tongxuluo/prts:prts_lit/scaling/milk.py: mask_iters = [0, 500, 1000, ...].
+PHASE_IN_STEPS = 500
+"""G_random: optimizer steps between two block groups' switches (reference: 500)."""
 
 
 class GrowthWarning(UserWarning):
@@ -61,8 +66,9 @@ def depth_plan(
     - ``"zero"``: the interleaved order, every repeat after the first has its output
       projections zeroed, so it is an identity on the residual stream (G_zero depthwise,
       ``tongxuluo/prts:G_zero_depthwise.py`` ``expend_depth`` with ``lemon=True``).
-    - ``"random"``: blocks ``0..L-1`` copied, the ``(g-1)L`` new ones freshly initialised
-      (G_random without the reference's mask schedule).
+    - ``"random"``: G_random, every target block freshly initialised; target blocks
+      ``[jg, (j+1)g)`` form group ``j`` and are phased in in place of small block ``j``
+      (``sources`` records that pairing; ``tongxuluo/prts:prts_lit/scaling/milk.py``).
     - a sequence of ints: an explicit source index per target block (``factor`` is then
       optional; when given it must equal ``len(op) / L``).
     """
@@ -87,7 +93,7 @@ def depth_plan(
             return DepthPlan(tuple(interleaved), (False,) * n, (False,) * n)
         if op == "zero":
             return DepthPlan(tuple(interleaved), (False,) * n, tuple(i % g != 0 for i in range(n)))
-        return DepthPlan(stacked, tuple(i >= num_layers for i in range(n)), (False,) * n)
+        return DepthPlan(tuple(interleaved), (True,) * n, (False,) * n)
     if isinstance(op, torch.Tensor | bytes) or not isinstance(op, Sequence):
         raise TypeError(
             f"op must be one of {DEPTH_OPS} or a sequence of layer indices, got {type(op).__name__}"
@@ -120,6 +126,7 @@ def grow_depth(
     *,
     layers_attr: str = "auto",
     seed: int = 0,
+    phase_in_steps: int = PHASE_IN_STEPS,
 ) -> nn.Module:
     """Return a deeper copy of a transformers decoder (the input model is left unchanged).
 
@@ -132,6 +139,16 @@ def grow_depth(
             ``"random"`` or a list of source block indices; see :func:`depth_plan`.
         layers_attr: ``"auto"`` or the dotted path of the block ``nn.ModuleList``.
         seed: RNG seed of the fresh blocks of ``op="random"`` (the global RNG is untouched).
+        phase_in_steps: ``op="random"`` only: optimizer steps between the switches of two
+            consecutive block groups (reference: 500, ``milk.py`` ``mask_iters``); see
+            :class:`~trainforge_gstack.PhaseIn`.
+
+    ``op="random"`` (G_random) builds a separately initialised target model (a transformers
+    model from the grown config, seeded; any other model through its modules'
+    ``reset_parameters``, and an error naming a parameter no initialiser reaches), copies the
+    embeddings, final norm and head, and phases the fresh blocks in group by group:
+    :func:`~trainforge_gstack.phase_in_of` returns the :class:`~trainforge_gstack.PhaseIn`
+    whose ``step()`` the training loop calls after each optimizer step.
 
     Every target block is an independent ``deepcopy`` (no shared storage), the config's
     ``num_hidden_layers`` (and ``layer_types`` where present) follow the new depth, and every
@@ -141,6 +158,7 @@ def grow_depth(
     ``"stack"`` is *not* function-preserving: the grown model computes a different function
     than the small one (the paper's point is that it trains faster anyway). ``"zero"`` is.
     """
+    model = _refuse_wrapped(model)
     layout = find_layout(model, layers_attr)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -148,6 +166,12 @@ def grow_depth(
     num_layers = len(small_layers)
     plan = depth_plan(num_layers, factor, op)
     _warn_factor(plan, num_layers, op)
+    if any(plan.fresh) and (
+        isinstance(phase_in_steps, bool)
+        or not isinstance(phase_in_steps, int)
+        or phase_in_steps < 1
+    ):
+        raise ValueError(f"phase_in_steps must be an integer >= 1, got {phase_in_steps!r}")
     if any(plan.zeroed) and not layout.output_projections:
         raise ValueError(
             f"op='zero' needs the blocks' output projections; none of the known names was "
@@ -155,13 +179,14 @@ def grow_depth(
         )
 
     big = _copy_without_layers(model, layout)
+    _update_config(big.config, plan, num_layers)
     # A fresh memo per copy (so copies share nothing), mapping the small config onto the
     # grown one (blocks keep a reference to the config).
     new_layers = nn.ModuleList(
         copy.deepcopy(small_layers[s], {id(model.config): big.config}) for s in plan.sources
     )
     if any(plan.fresh):
-        _reinit(model, new_layers, plan, seed)
+        new_layers = _fresh_target(model, big, new_layers, layout, seed)
     for block, zero in zip(new_layers, plan.zeroed, strict=True):
         if zero:
             _zero_outputs(block, layout)
@@ -169,7 +194,14 @@ def grow_depth(
     parent = big.get_submodule(parent_path) if parent_path else big
     setattr(parent, name, new_layers)
     renumber_layers(big, layout.layers)
-    _update_config(big.config, plan, num_layers)
+    if any(plan.fresh):
+        g = len(plan) // num_layers
+        sources = []
+        for j, block in enumerate(small_layers):
+            src = copy.deepcopy(block, {id(model.config): big.config})
+            _set_layer_idx(src, j * g)  # it runs in target slot j*g (KV-cache slot)
+            sources.append(src)
+        _attach(big, PhaseIn(new_layers, sources, g, phase_in_steps))
     log.info(
         "grow_depth: %s %d -> %d layers (op=%s, sources=%s)",
         type(model).__name__,
@@ -189,16 +221,19 @@ def renumber_layers(model: nn.Module, layers_attr: str = "auto") -> int:
     goes wrong. GPT-2's ``scale_attn_by_inverse_layer_idx`` scaling is recomputed as well.
     """
     path = find_layout(model, "auto").layers if layers_attr == "auto" else layers_attr
+    return sum(_set_layer_idx(block, i) for i, block in enumerate(_get_layers(model, path)))
+
+
+def _set_layer_idx(block: nn.Module, i: int) -> int:
     changed = 0
-    for i, block in enumerate(_get_layers(model, path)):
-        module: Any
-        for module in block.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                changed += module.layer_idx != i
-                module.layer_idx = i
-                if getattr(module, "scale_attn_by_inverse_layer_idx", False):
-                    scale = module.head_dim**-0.5 if module.scale_attn_weights else 1.0
-                    module.scaling = scale / float(i + 1)
+    module: Any
+    for module in block.modules():
+        if isinstance(getattr(module, "layer_idx", None), int):
+            changed += module.layer_idx != i
+            module.layer_idx = i
+            if getattr(module, "scale_attn_by_inverse_layer_idx", False):
+                scale = module.head_dim**-0.5 if module.scale_attn_weights else 1.0
+                module.scaling = scale / float(i + 1)
     return changed
 
 
@@ -210,18 +245,71 @@ def _copy_without_layers(model: nn.Module, layout: DecoderLayout) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def _reinit(model: nn.Module, layers: nn.ModuleList, plan: DepthPlan, seed: int) -> None:
-    init_fn = getattr(model, "_init_weights", None)
-    if not callable(init_fn):
-        raise ValueError(
-            f"op='random' needs the model's _init_weights; {type(model).__name__} has none"
-        )
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+def _fresh_target(
+    model: nn.Module,
+    big: nn.Module,
+    copies: nn.ModuleList,
+    layout: DecoderLayout,
+    seed: int,
+) -> nn.ModuleList:
+    """The blocks of a separately initialised target model (``milk.py``'s ``trg_model``)."""
+    ref = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for block, fresh in zip(layers, plan.fresh, strict=True):
-            if fresh:
-                for module in block.modules():
-                    init_fn(module)
+        if isinstance(model, PreTrainedModel):
+            target = type(model)(copy.deepcopy(big.config)).to(dtype=ref.dtype, device=ref.device)
+            blocks = _get_layers(target, layout.layers)
+            for module in blocks.modules():  # the blocks refer to the grown model's config
+                for attr, value in list(vars(module).items()):
+                    if value is target.config:
+                        setattr(module, attr, big.config)
+            if len(blocks) != len(copies):
+                raise ValueError(
+                    f"op='random': {type(model).__name__} built from the grown config has "
+                    f"{len(blocks)} blocks, expected {len(copies)}"
+                )
+            return blocks
+        _poison_and_reset(copies)
+    return copies
+
+
+def _refuse_wrapped(model: object) -> nn.Module:
+    """Growth needs the plain model: refuse DDP / FSDP / compiled wrappers with the fix."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, DistributedDataParallel):
+        raise TypeError(
+            "grow a model, not its DistributedDataParallel wrapper: pass ddp.module (every "
+            "rank holds the full model), then wrap the grown model in a new DDP"
+        )
+    if hasattr(model, "_orig_mod") and isinstance(model, nn.Module):
+        raise TypeError(
+            "grow the model, not its torch.compile wrapper: pass compiled._orig_mod, "
+            "then compile the grown model again"
+        )
+    if isinstance(model, nn.Module) and _is_sharded(model):
+        raise TypeError(
+            "cannot grow an FSDP-sharded model: each rank holds only a shard of every "
+            "parameter. Save it with torch.distributed.checkpoint and grow from the "
+            "checkpoint (trainforge_gstack.load_for_growth, then grow_depth), or gather a "
+            "full copy first; then shard the grown model with fully_shard"
+        )
+    return model  # type: ignore[return-value]
+
+
+def _is_sharded(model: nn.Module) -> bool:
+    if (
+        type(model).__name__.startswith("FSDP")
+        or "FullyShardedDataParallel" in type(model).__name__
+    ):
+        return True
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def _zero_outputs(block: nn.Module, layout: DecoderLayout) -> None:

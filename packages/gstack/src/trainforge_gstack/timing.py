@@ -60,6 +60,13 @@ def growth_timing_tokens(
             GrowthWarning,
             stacklevel=2,
         )
+    elif tokens is not None and d >= tokens:
+        warnings.warn(
+            f"growth_timing_tokens: the rule gives d={d:.3g} tokens, not below the budget "
+            f"D={tokens:.3g}: there would be nothing left to train the grown model on",
+            GrowthWarning,
+            stacklevel=2,
+        )
     return d
 
 
@@ -89,9 +96,50 @@ class GStackPlan:
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    # pretrain/run_pretrain.py builds a new AdamW for the grown model (no state carried).
     reset_optimizer: bool = True
+    # run_pretrain.py starts the grown model at iter_num 0: warm-up and cosine start again.
     restart_schedule: bool = True
     skip_seen_data: bool = True  # g_stack.sh --resume_id=5000: skip the small model's batches
+
+    def __post_init__(self) -> None:
+        for name in ("n_params", "tokens", "small_lr", "small_min_lr", "large_lr", "large_min_lr"):
+            _positive(name, getattr(self, name))
+        _positive("growth_tokens", self.growth_tokens)
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 1:
+            raise ValueError(f"factor must be an integer >= 1, got {self.factor!r}")
+        w = self.warmup_steps
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {w!r}")
+        for name in ("reset_optimizer", "restart_schedule", "skip_seen_data"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.small_min_lr > self.small_lr or self.large_min_lr > self.large_lr:
+            raise ValueError("the minimum learning rates must not exceed the peaks")
+        b1, b2 = self.betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas!r}")
+        if self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip <= 0):
+            raise ValueError("weight_decay must be >= 0 and grad_clip positive (or None)")
+
+    def lr(self, stage: int, iteration: int, horizon: int) -> float:
+        """Learning rate at ``iteration`` of ``stage`` (1: small, 2: grown) whose cosine
+        decays over ``horizon`` iterations (``run_pretrain.py`` ``get_lr``: linear warm-up
+        from 0 over ``warmup_steps``, cosine to the minimum at ``horizon``, then flat)."""
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        for name, value in (("iteration", iteration), ("horizon", horizon)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        peak, low = (
+            (self.small_lr, self.small_min_lr) if stage == 1 else (self.large_lr, self.large_min_lr)
+        )
+        if iteration < self.warmup_steps:
+            return peak * iteration / self.warmup_steps
+        if iteration >= horizon:
+            return low
+        ratio = (iteration - self.warmup_steps) / max(1, horizon - self.warmup_steps)
+        return low + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - low)
 
     @property
     def small_params(self) -> float:

@@ -249,7 +249,8 @@ def distributed(session: nox.Session) -> None:
     )
     # Default (prepend) import mode: spawned ranks unpickle test functions by module name,
     # so each test folder must be on sys.path (the files' basenames are unique).
-    _pytest_exit_ok(session, *files, "-q", "-m", "distributed", *session.posargs)
+    # --durations: the session's budget is 3 minutes on 2 cores; report, never assert
+    _pytest_exit_ok(session, *files, "-q", "--durations=5", "-m", "distributed", *session.posargs)
 
 
 @nox.session

@@ -52,24 +52,20 @@ def shift_range(weight_bits: int) -> tuple[int, int]:
     return (-(2 ** (weight_bits - 1) - 2), 0)
 
 
-class _RoundSTE(torch.autograd.Function):
+class _StraightThrough(torch.autograd.Function):
+    """``fn(x)`` forward (round, sign), the identity backward: a straight-through estimator."""
+
     @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
+    def forward(ctx, x, fn):
+        return fn(x)
 
     @staticmethod
     def backward(ctx, g):
-        return g
+        return g, None
 
 
-class _SignSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.sign(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
+def _round_sign(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(torch.round(x))
 
 
 class _ClampSTE(torch.autograd.Function):
@@ -216,8 +212,8 @@ class ShiftLinear(nn.Module):
 
     def _ste_weight(self) -> torch.Tensor:
         lo, hi = self.shift_bounds
-        shift = _RoundSTE.apply(_ClampSTE.apply(self.shift, lo, hi))
-        sign = _SignSTE.apply(_RoundSTE.apply(_ClampSTE.apply(self.sign, -1.0, 1.0)))
+        shift = _StraightThrough.apply(_ClampSTE.apply(self.shift, lo, hi), torch.round)
+        sign = _StraightThrough.apply(_ClampSTE.apply(self.sign, -1.0, 1.0), _round_sign)
         return torch.exp2(shift) * sign
 
     def dequantized_weight(self) -> torch.Tensor:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainforge_w2pgnn import entropic_gw, gw_distance, synthetic_graphon
-from trainforge_w2pgnn.gw import _entropic_plan
+from trainforge_w2pgnn.gw import EntropicSettings, _entropic_plan
 
 
 @pytest.mark.parametrize("loss", ["kl_loss", "square_loss"])
@@ -43,7 +43,7 @@ def test_entropic_loss_matches_brute_force():
     # only roughly uniform and its loss (which assumes them) is not the quadratic form. With
     # the Sinkhorn run to convergence the two agree.
     kw = dict(epsilon=5e-2, sinkhorn_threshold=1e-12, sinkhorn_max_iter=500, max_iter=20)
-    t = _entropic_plan(a, b, **kw)
+    t = _entropic_plan(a, b, EntropicSettings(**kw))
     np.testing.assert_allclose(t.sum(1).numpy(), np.full(6, 1 / 6), atol=1e-7)
     an, bn, tn = a.numpy(), b.numpy(), t.numpy()
     brute = 0.0

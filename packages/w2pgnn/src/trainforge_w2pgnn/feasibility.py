@@ -62,8 +62,10 @@ class FeasibilityConfig:
     ``epsilon``, ``gw_max_iter``, ``sinkhorn_threshold``, ``sinkhorn_max_iter``: the entropic
     GW loss (``utils/other_gw.py``). ``final_loss``: the exact GW of the best mixture
     (``utils/simulator.py:gw_distance`` uses ``"kl_loss"``). ``unrolled=True`` takes the
-    reference's gradient, through the whole unrolled entropic solver (computed in forward
-    mode, :func:`~trainforge_w2pgnn.gw.entropic_gw_jvp`; equal to autograd's to 1e-10);
+    reference's gradient, through the whole unrolled entropic solver (computed in reverse
+    mode, :func:`~trainforge_w2pgnn.gw.entropic_gw_vjp`; equal to autograd's to 1e-10),
+    skipping the iterations at the solver's fixed point (``fixed_point_rtol``; ``0`` runs
+    them all);
     ``False`` uses the envelope gradient (transport plan held fixed), which is not the
     same gradient with the reference's unconverged solver, so the fitted weights and scores
     move in the 3rd-4th decimal.
@@ -350,9 +352,7 @@ def _fit_mixture(
     return best_mix, best_alpha, losses
 
 
-def _envelope_gw(
-    mix: torch.Tensor, target: torch.Tensor, solver: EntropicSettings
-) -> torch.Tensor:
+def _envelope_gw(mix: torch.Tensor, target: torch.Tensor, solver: EntropicSettings) -> torch.Tensor:
     # Plan from the entropic solver without autograd, loss re-evaluated with the plan fixed.
     with torch.no_grad():
         t = _entropic_plan(mix.detach(), target, solver)

@@ -12,7 +12,8 @@ For each resolution, one process, single-threaded torch, the same data:
   unrolled entropic GW, POT's exact GW; float64 (``--float32`` adds a row at the reference's
   own float32 solver precision);
 * "ours": ``GraphonBasis.fit`` for the three splits and ``feasibility`` with the default
-  ``FeasibilityConfig`` (the same gradient, in forward mode).
+  ``FeasibilityConfig`` (the same gradient, in reverse mode
+  with the fixed-point skip).
 
 Prints per phase seconds, the scores of the three splits and their largest difference.
 Times are of one run on whatever machine this is (say in the README if it was loaded).

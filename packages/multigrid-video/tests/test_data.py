@@ -55,18 +55,53 @@ def test_direction_labels_and_disjoint_split(frames):
     assert torch.allclose(fwd.flip(1), rev)
 
 
-def test_smaller_crops_are_resized_from_the_largest(frames):
+def test_smaller_crops_are_cut_from_frames_resized_once(frames):
     te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2, labels="direction")
     full = te[GridIndex(0, 2, 16, 8)][0]
     small = te[GridIndex(0, 0, 8, 8)][0]
     assert small.shape == (3, 8, 8, 8)
+    # Exactly: a centre 8x8 window of the frames resized once by 8/16 (cached per crop).
+    scaled = te.frames_at(8)
+    assert scaled is te.frames_at(8)
+    h, w = te.videos[0].shape[-2:]
+    assert scaled[0].shape[-2:] == (round(h / 2), round(w / 2))
     ref = torch.nn.functional.interpolate(
-        full.permute(1, 0, 2, 3), size=(8, 8), mode="bilinear", antialias=True
+        te.videos[0].float(), size=scaled[0].shape[-2:], mode="bilinear", antialias=True
     )
-    assert torch.allclose(small, ref.permute(1, 0, 2, 3), atol=1e-6)
+    assert torch.equal(scaled[0], ref.round().clamp(0, 255).to(torch.uint8))
+    # The same field of view as the full crop, resized (up to border effects and rounding).
+    down = torch.nn.functional.interpolate(
+        full.permute(1, 0, 2, 3), size=(8, 8), mode="bilinear", antialias=True
+    ).permute(1, 0, 2, 3)
+    assert (small - down).abs().mean() < 0.05
     # Coarse T with a long stride still spans the window.
     coarse = te[GridIndex(0, 2, 16, 2, 4, 4)][0]
     assert coarse.shape == (3, 2, 16, 16)
+
+
+def test_batched_fetch_equals_per_clip(frames):
+    tr = SkvideoClipTask("train", 8, 16, items_per_epoch=60, frames=frames)
+    reqs = [GridIndex(i, 0, 8, 4, 1, 2) for i in range(10)]
+    torch.manual_seed(3)
+    batch = tr.__getitems__(reqs)
+    # The batch path draws one seed per batch; replay the same draws clip by clip.
+    torch.manual_seed(3)
+    rng = tr._rng(reqs[0])
+    for (x, y), g in zip(batch, reqs, strict=True):
+        assert x.shape == (3, 4, 8, 8) and x.is_contiguous() and y == tr.items[g.index].label
+        assert torch.equal(x, tr._finish(tr._raw(g, rng)))
+    # Through a DataLoader with a batch sampler (the training path), float in [0, 1].
+    from torch.utils.data import DataLoader
+
+    xb, _ = next(iter(DataLoader(tr, batch_sampler=[reqs])))
+    assert xb.shape == (10, 3, 4, 8, 8) and xb.dtype == torch.float32
+    assert float(xb.min()) >= 0 and float(xb.max()) <= 1
+    te = SkvideoClipTask("test", 8, 16, frames=frames, test_windows=2)
+    got = te.__getitems__([0, 1, 2])
+    assert all(torch.equal(a, te[i][0]) for i, (a, _) in enumerate(got))
+    assert tr.__getitems__([]) == []
+    with pytest.raises(TypeError, match="key"):
+        tr.__getitems__(["a"])
 
 
 def test_bad_video_files(tmp_path):

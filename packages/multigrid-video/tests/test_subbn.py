@@ -158,3 +158,56 @@ def test_sub_bn_gradients_flow():
     assert torch.allclose(
         m(x.detach())[0::2], ref * m.weight.view(1, -1, 1, 1) + m.bias.view(1, -1, 1, 1), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("splits", [1, 2])
+def test_precise_bn_is_the_average_over_batches(splits):
+    from trainforge_multigrid_video.subbn import precise_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(2, 3, 1), nn.BatchNorm3d(3), nn.ReLU(), nn.BatchNorm3d(3))
+    convert_to_sub_bn(model, num_splits=splits)
+    model[3] = nn.BatchNorm3d(3, momentum=0.3)  # a plain BN next to the SubBNs
+    batches = [torch.randn(4, 2, 2, 3, 3) * (1 + i) + i for i in range(5)]
+    model.eval()
+    assert precise_bn(model, iter(batches), num_batches=3) == 3
+    assert not model.training and model[1].momentum == 0.1 and model[3].momentum == 0.3
+    with torch.no_grad():
+        feats = [model[0](b) for b in batches[:3]]
+    # Per split: the plain mean of the batch means and of the unbiased batch variances;
+    # the aggregate then folds the splits (mean of means, var + spread of the means).
+    dims = (0, 2, 3, 4)
+
+    def per_split(stat):
+        return torch.stack(
+            [torch.stack([stat(f[j::splits], dims) for j in range(splits)]) for f in feats]
+        ).mean(0)
+
+    means, var = per_split(torch.mean), per_split(torch.var)
+    mean = means.mean(0)
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        model[1].running_var, var.mean(0) + ((means - mean) ** 2).mean(0), rtol=1e-5, atol=1e-6
+    )
+    with torch.no_grad():
+        h = [model[2](model[1].train()(f)) for f in feats]
+    model.eval()
+    torch.testing.assert_close(model[3].running_var, torch.stack([x.var(dims) for x in h]).mean(0))
+    # (input, label) tuples are accepted, like a DataLoader's batches
+    assert precise_bn(model, [(b, 0) for b in batches], num_batches=10) == 5
+
+
+def test_precise_bn_bad_input():
+    from trainforge_multigrid_video.subbn import precise_bn
+
+    model = nn.Sequential(nn.Conv3d(2, 3, 1), nn.BatchNorm3d(3))
+    with pytest.raises(ValueError, match="num_batches"):
+        precise_bn(model, [torch.randn(2, 2, 1, 2, 2)], num_batches=0)
+    with pytest.raises(ValueError, match="no batch"):
+        precise_bn(model, [], num_batches=4)
+    with pytest.raises(TypeError, match="model"):
+        precise_bn("model", [], num_batches=4)
+    with pytest.raises(TypeError, match="batches"):
+        precise_bn(model, [["x"]], num_batches=4)
+    assert model[1].momentum == 0.1  # restored after the error
+    assert precise_bn(nn.Linear(2, 2), [torch.randn(2, 2)], num_batches=1) == 0  # no BN

@@ -25,6 +25,7 @@ from trainforge_multigrid_video.subbn import (
     SubBatchNorm3d,
     aggregate_sub_bn,
     convert_to_sub_bn,
+    precise_bn,
     set_num_splits,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "aggregate_sub_bn",
     "check_variable_shape",
     "convert_to_sub_bn",
+    "precise_bn",
     "set_num_splits",
     "short_cycle_pairs",
     "tiny_video_cnn",

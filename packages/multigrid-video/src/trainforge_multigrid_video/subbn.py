@@ -288,3 +288,57 @@ def aggregate_sub_bn(model: nn.Module) -> int:
     for m in mods:
         m.aggregate_stats()
     return len(mods)
+
+
+_BN_TYPES = (nn.modules.batchnorm._BatchNorm, _SubBatchNorm)
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, batches: Any, num_batches: int) -> int:
+    """Recompute the BatchNorm / SubBatchNorm running statistics of ``model`` as the plain
+    average over ``num_batches`` training batches (``batches`` yields inputs, or
+    ``(inputs, *rest)`` tuples), then aggregate the SubBatchNorm splits. Returns the number
+    of batches used.
+
+    This is SlowFast's precise BN (``facebookresearch/SlowFast:tools/train_net.py``
+    ``calculate_and_update_precise_bn``, fvcore's ``update_bn_stats``; ``BN.USE_PRECISE_STATS``
+    and ``NUM_BATCHES_PRECISE: 200`` in its Kinetics configs): run before evaluation on a
+    loader at the current long-cycle shape *without* short cycles, so eval does not use
+    running statistics that mix the short cycle's crops. Forward only, no gradients; the
+    model's train/eval mode and every BN's momentum are restored."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")
+    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES) and m.track_running_stats]
+    if not bns:
+        return 0
+    was_training = model.training
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    model.train()
+    for m in bns:
+        # momentum=None: the running statistics become the cumulative average of the
+        # batches seen since num_batches_tracked was zeroed (PyTorch's BN semantics).
+        m.momentum = None
+        m.num_batches_tracked.zero_()
+    used = 0
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"batches must yield tensors or (tensor, ...), got {type(x)}")
+            model(x)
+            used += 1
+            if used >= num_batches:
+                break
+    finally:
+        for m, (mom, nbt) in zip(bns, saved, strict=True):
+            m.momentum = mom
+            m.num_batches_tracked.copy_(nbt + used)
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("batches yielded no batch; precise BN needs at least one")
+    for m in bns:
+        if isinstance(m, _SubBatchNorm):
+            m.aggregate_stats()
+    return used

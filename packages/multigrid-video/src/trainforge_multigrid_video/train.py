@@ -20,9 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
 from trainforge_multigrid_video.lr import MultigridLR
-from trainforge_multigrid_video.sampler import ShortCycleBatchSampler, update_long_cycle
+from trainforge_multigrid_video.sampler import (
+    ShortCycleBatchSampler,
+    _per_process_shape,
+    update_long_cycle,
+)
 from trainforge_multigrid_video.schedule import MultigridSchedule
-from trainforge_multigrid_video.subbn import convert_to_sub_bn
+from trainforge_multigrid_video.subbn import convert_to_sub_bn, precise_bn
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class RunResult:
     data_s: float
     step_s: float
     epochs: int
+    precise_bn_s: float = 0.0
     curve_wall: list[float] = field(default_factory=list)
     curve_acc: list[float] = field(default_factory=list)
     curve_iters: list[int] = field(default_factory=list)
@@ -73,13 +78,26 @@ def train_schedule(
     base_rate: int = 1,
     seed: int = 0,
     eval_points: int = 8,
+    precise_bn_batches: int = 200,
 ) -> RunResult:
     """Train ``model`` (its BatchNorms become SubBatchNorms) on ``train_set`` (indexed by
-    :class:`GridIndex`) with ``schedule``; evaluate about ``eval_points`` times."""
+    :class:`GridIndex`) with ``schedule``; evaluate about ``eval_points`` times.
+
+    Before each evaluation the BN statistics are recomputed (precise BN, as SlowFast's
+    Kinetics configs: ``BN.USE_PRECISE_STATS``, ``NUM_BATCHES_PRECISE: 200``) over at most
+    ``precise_bn_batches`` training batches at the current long-cycle shape without short
+    cycles (0 turns it off); this time is reported in ``precise_bn_s`` and, like the
+    evaluation, not counted in the training wall time."""
     if not isinstance(schedule, MultigridSchedule):
         raise TypeError(f"schedule must be a MultigridSchedule, got {type(schedule).__name__}")
     if not isinstance(eval_points, int) or eval_points < 1:
         raise ValueError(f"eval_points must be a positive int, got {eval_points!r}")
+    if (
+        isinstance(precise_bn_batches, bool)
+        or not isinstance(precise_bn_batches, int)
+        or precise_bn_batches < 0
+    ):
+        raise ValueError(f"precise_bn_batches must be an int >= 0, got {precise_bn_batches!r}")
     torch.manual_seed(seed)
     if any(type(m) in (nn.BatchNorm2d, nn.BatchNorm3d) for m in model.modules()):
         convert_to_sub_bn(model)
@@ -123,6 +141,20 @@ def train_schedule(
             res.iterations += 1
             res.examples += int(y.numel())
         if (epoch + 1) % every == 0 or epoch + 1 == schedule.max_epoch:
+            if precise_bn_batches:
+                t0 = time.perf_counter()
+                b, t, s = _per_process_shape(schedule, epoch)
+                pbn = ShortCycleBatchSampler(
+                    RandomSampler(range(len(train_set)), generator=gen),
+                    b,
+                    s,
+                    schedule.crop_size,
+                    t,
+                    short_cycle=False,
+                    sampling_rate=schedule.sampling_rate_range(epoch, base_rate),
+                )
+                precise_bn(model, DataLoader(train_set, batch_sampler=pbn), precise_bn_batches)
+                res.precise_bn_s += time.perf_counter() - t0
             res.curve_wall.append(res.data_s + res.step_s)
             res.curve_acc.append(evaluate(model, test_set))
             res.curve_iters.append(res.iterations)

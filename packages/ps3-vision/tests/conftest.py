@@ -24,11 +24,17 @@ def tiny_vit(seed: int = 0, **kw):
     return timm.create_model("vit_base_patch16_224", **args)
 
 
-def tiny_encoder(seed: int = 0, cue: bool = False, max_select: int = 40, **vit_kw):
+def tiny_encoder(seed: int = 0, cue: bool = False, max_select: int = 40, prompt_dim=None, **vit_kw):
     vit = tiny_vit(seed, **vit_kw)
     torch.manual_seed(seed + 100)
     cfg = PS3Config(
-        scales=SCALES, max_select=max_select, highres_cue=cue, cue_hidden=8, cue_out=8, cue_depth=1
+        scales=SCALES,
+        max_select=max_select,
+        highres_cue=cue,
+        cue_hidden=8,
+        cue_out=8,
+        cue_depth=1,
+        prompt_dim=prompt_dim,
     )
     enc = apply_ps3(vit, cfg)
     # the per-scale residuals start at zero (as the reference); perturb them so tests see them

@@ -138,3 +138,20 @@ def test_losses_and_pooling_reject_bad_input(enc, image):
 
 def test_tiny_encoder_fixture_is_usable():
     assert tiny_encoder().width == 32
+
+
+def test_text_prompts_of_the_wrong_width_or_without_prompt_proj(image):
+    enc = tiny_encoder(prompt_dim=24)
+    with pytest.raises(ValueError, match=r"prompt must be \(B, 24\).*prompt_dim"):
+        enc.encode(image, budget=4, prompt=torch.randn(2, 32))  # the trunk's width: not text
+    with pytest.raises(ValueError, match=r"text_emb must be float \(B, 24\)"):
+        enc.project_prompt(torch.randn(2, 16))
+    with pytest.raises(ValueError, match="text_emb must be float"):
+        enc.project_prompt(torch.ones(2, 24, dtype=torch.long))
+    with pytest.raises(TypeError, match="text_emb"):
+        enc.project_prompt([0.0] * 24)
+    with pytest.raises(ValueError, match="needs PS3Config\\(prompt_dim"):
+        tiny_encoder().project_prompt(torch.randn(2, 24))
+    for bad in (0, -4, 2.5, True):
+        with pytest.raises(ValueError, match="prompt_dim"):
+            PS3Config(scales=(16, 32), prompt_dim=bad)

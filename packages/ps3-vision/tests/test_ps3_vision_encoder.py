@@ -280,3 +280,49 @@ def test_attend_with_cache_without_cache_is_the_timm_block(enc):
     out, k, v = attend_with_cache(blk, x)
     torch.testing.assert_close(out, blk(x))
     assert k.shape == v.shape == (2, 2, 5, 16)
+
+
+def test_prompt_proj_maps_text_embeddings_to_the_selection_prompt(image):
+    # a text embedding of width 24 (any text encoder's output) -> prompt_proj -> width 32
+    enc = tiny_encoder(prompt_dim=24, cue=True)
+    plain = tiny_encoder(cue=True)
+    plain.load_state_dict(
+        {k: v for k, v in enc.state_dict().items() if not k.startswith("prompt_proj.")}
+    )
+    text = torch.randn(2, 24, dtype=torch.float64).float()
+    mlp = enc.prompt_proj
+    x = F.normalize(text, dim=-1)
+    hand = mlp.fc2(mlp.norm(mlp.act(mlp.fc1(x))))  # timm Mlp: fc1, act, norm, fc2
+    torch.testing.assert_close(enc.project_prompt(text), hand)
+    out = enc.encode(image, budget=10, prompt=text)
+    torch.testing.assert_close(out.prompt, hand)
+    ref = plain.encode(image, budget=10, prompt=hand)
+    assert torch.equal(out.positions, ref.positions)
+    for a, b in zip(out.posterior_probs, ref.posterior_probs, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(out.tokens, ref.tokens)
+    assert enc.encode(image, budget=10).prompt is None
+    # one text embedding for the whole batch
+    torch.testing.assert_close(enc.encode(image, budget=10, prompt=text[0]).prompt[1], hand[0])
+
+
+def test_prompt_proj_learns_from_the_box_loss_and_round_trips(image):
+    enc = tiny_encoder(prompt_dim=24).train()
+    assert {id(p) for p in enc.prompt_proj.parameters()} <= {
+        id(p) for p in enc.selection_parameters()
+    }
+    box = boxes_to_map(torch.tensor([[8.0, 8.0, 24.0, 24.0]] * 2), 64, 64)
+    out = enc.encode(image, budget=10, prompt=torch.randn(2, 24), gt_map=box)
+    box_supervision_loss(out.posterior_probs, box).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.prompt_proj.parameters())
+    buf = io.BytesIO()
+    torch.save(enc.state_dict(), buf)
+    buf.seek(0)
+    other = tiny_encoder(seed=3, prompt_dim=24)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    text = torch.randn(2, 24)
+    enc.eval()
+    a = enc.encode(image, budget=12, prompt=text)
+    b = other.eval().encode(image, budget=12, prompt=text)
+    assert torch.equal(a.positions, b.positions)
+    torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=0)

@@ -50,7 +50,12 @@ class PS3Config:
     zero-initialised per-scale positional residual. ``highres_cue``: the shallow conv net
     on the image at ``cue_size`` (default ``4 * scales[0]`` = 1512) with a stem of kernel
     ``cue_kernel`` (default ``2 * patch`` = 28), width ``cue_hidden`` / ``cue_out`` = 512 and
-    ``cue_depth`` = 3 ConvNeXt blocks (``highres_selection_module_*``).
+    ``cue_depth`` = 3 ConvNeXt blocks (``highres_selection_module_*``). ``prompt_dim``: when
+    set, ``encode``'s ``prompt`` is a text embedding of this width (from any text encoder)
+    and goes through ``prompt_proj``, the reference's ``Mlp(text width -> C -> C)`` with
+    LayerNorm applied to the L2-normalised embedding (``ps3/modeling_ps3_text.py``,
+    ``train/src/open_clip/model.py``); ``None`` (default) takes prompts already of the
+    trunk's width.
     """
 
     scales: tuple[int, ...] = (378, 756, 1512)
@@ -65,6 +70,7 @@ class PS3Config:
     cue_hidden: int = 512
     cue_out: int = 512
     cue_depth: int = 3
+    prompt_dim: int | None = None
 
     def __post_init__(self) -> None:
         scales = tuple(self.scales)
@@ -89,6 +95,12 @@ class PS3Config:
                 "logit_scale and logit_clamp must be > 0, got "
                 f"{self.logit_scale}, {self.logit_clamp}"
             )
+        if self.prompt_dim is not None and (
+            isinstance(self.prompt_dim, bool)
+            or not isinstance(self.prompt_dim, int)
+            or self.prompt_dim <= 0
+        ):
+            raise ValueError(f"prompt_dim must be a positive int or None, got {self.prompt_dim!r}")
         object.__setattr__(self, "scales", scales)
 
 
@@ -102,7 +114,9 @@ class PS3Output:
     is the low-res grid). ``selection_maps``: per high-res scale, a (B, h, w) bool map of the
     patches encoded (all looks together). ``selection_probs``: the maps the selection used;
     ``prior_probs`` / ``posterior_probs``: bottom-up and (with a prompt) top-down maps, with
-    gradients, for :func:`box_supervision_loss`.
+    gradients, for :func:`box_supervision_loss`. ``prompt``: the (B, C) prompt the top-down
+    map was scored against (after ``prompt_proj`` when the config has a ``prompt_dim``), or
+    ``None`` for bottom-up selection.
     """
 
     tokens: torch.Tensor
@@ -114,6 +128,7 @@ class PS3Output:
     num_low_res: int
     looks: int
     grids: list[tuple[int, int]] = field(default_factory=list)
+    prompt: torch.Tensor | None = None
 
     @property
     def low_res_tokens(self) -> torch.Tensor:
@@ -359,6 +374,16 @@ class PS3Encoder(nn.Module):
         else:
             self.highres_cue = None
             self.prompt_proj_for_highres = None
+        if config.prompt_dim is not None:
+            # NVlabs/PS3:train/src/open_clip/model.py prompt_proj (text width -> C -> C)
+            self.prompt_proj = Mlp(
+                in_features=config.prompt_dim,
+                hidden_features=c,
+                out_features=c,
+                norm_layer=nn.LayerNorm,
+            )
+        else:
+            self.prompt_proj = None
         logger.info(
             "PS3 around %s: %d blocks, width %d, patch %d, scales %s, select layers %s, "
             "%d selection parameters added",
@@ -417,22 +442,45 @@ class PS3Encoder(nn.Module):
         first = probs[:, :1]
         return [F.interpolate(first, size=g, mode="nearest").squeeze(1) for g in grids]
 
+    def project_prompt(self, text_emb: torch.Tensor) -> torch.Tensor:
+        """Map text embeddings (B, prompt_dim) or (prompt_dim,) from any text encoder to
+        selection prompts (B, C): ``prompt_proj(normalize(text_emb))`` as the reference.
+        Needs a config with ``prompt_dim``."""
+        if self.prompt_proj is None:
+            raise ValueError(
+                "project_prompt needs PS3Config(prompt_dim=...) (the text embedding width); "
+                "this encoder takes prompts of the trunk's width directly"
+            )
+        d = self.config.prompt_dim
+        if not isinstance(text_emb, torch.Tensor):
+            raise TypeError(
+                f"text_emb must be a tensor of width {d}, got {type(text_emb).__name__}"
+            )
+        x = text_emb.unsqueeze(0) if text_emb.dim() == 1 else text_emb
+        if x.dim() != 2 or x.shape[-1] != d or not x.is_floating_point():
+            raise ValueError(
+                f"text_emb must be float (B, {d}) or ({d},) (PS3Config.prompt_dim), got "
+                f"shape {tuple(text_emb.shape)} dtype {text_emb.dtype}"
+            )
+        return self.prompt_proj(F.normalize(x, dim=-1))
+
     def _check_prompt(self, prompt: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if prompt is None:
             return None
+        d = self.config.prompt_dim or self.width
+        what = "PS3Config.prompt_dim, a text embedding" if self.prompt_proj else "the trunk's width"
         if not isinstance(prompt, torch.Tensor):
-            raise TypeError(
-                f"prompt must be a tensor of width {self.width}, got {type(prompt).__name__}"
-            )
+            raise TypeError(f"prompt must be a tensor of width {d}, got {type(prompt).__name__}")
         if prompt.dim() == 1:
             prompt = prompt.unsqueeze(0).expand(batch, -1)
-        if prompt.dim() != 2 or prompt.shape[-1] != self.width:
+        if prompt.dim() != 2 or prompt.shape[-1] != d:
             raise ValueError(
-                f"prompt must be (B, {self.width}) or ({self.width},) (the trunk's width), "
-                f"got shape {tuple(prompt.shape)}"
+                f"prompt must be (B, {d}) or ({d},) ({what}), got shape {tuple(prompt.shape)}"
             )
         if prompt.shape[0] != batch:
             raise ValueError(f"prompt has batch {prompt.shape[0]} but image has batch {batch}")
+        if self.prompt_proj is not None:
+            prompt = self.project_prompt(prompt)
         return prompt
 
     def _check_image(self, image: torch.Tensor) -> None:
@@ -545,8 +593,10 @@ class PS3Encoder(nn.Module):
         """Encode ``image`` (B, 3, H, W) with ``budget`` high-res tokens chosen by saliency.
 
         ``prompt`` (B, C) or (C,): top-down selection; without it the learned prior prompt
-        (bottom-up) scores the patches. ``gt_map`` (B, H, W): pixels forced in (the
-        reference's pre-training ``gt_selection_maps``: probability 1 inside the boxes).
+        (bottom-up) scores the patches. With ``PS3Config.prompt_dim`` set, ``prompt`` is a
+        text embedding of that width and passes through ``prompt_proj`` first.
+        ``gt_map`` (B, H, W): pixels forced in (the reference's pre-training
+        ``gt_selection_maps``: probability 1 inside the boxes).
         A budget above ``max_select`` runs several looks of at most ``max_select`` tokens on
         not-yet-selected patches; looks do not attend to each other. ``select="random"`` is
         an ablation (not in the paper's method): patches drawn uniformly at random (from
@@ -629,6 +679,7 @@ class PS3Encoder(nn.Module):
             num_low_res=g0 * g0,
             looks=looks,
             grids=grids,
+            prompt=prompt,
         )
 
     def forward(
@@ -710,7 +761,12 @@ class PS3Encoder(nn.Module):
 
     def selection_parameters(self) -> list[nn.Parameter]:
         """Parameters of the selection head (what the box-supervision loss trains)."""
-        mods = [self.selection_feature_proj, self.highres_cue, self.prompt_proj_for_highres]
+        mods = [
+            self.selection_feature_proj,
+            self.highres_cue,
+            self.prompt_proj_for_highres,
+            self.prompt_proj,
+        ]
         params = [p for m in mods if m is not None for p in m.parameters()]
         return [*params, self.prior_prompt]
 

@@ -21,8 +21,10 @@ all alike; each variant's ratio to dense is taken per round (paired) and the med
 range over rounds are printed, with the load average before and after. The bound column is
 the picked algorithm's cost relative to dense by ``algorithm_costs`` (the rule's prediction of
 the ratio: W's build and the sparse multiply-adds weighted by their measured costs), and the
-unweighted FLOP ratio beside it. One torch thread unless ``--threads`` says otherwise (the
-rule was fitted on one thread; thread count changes the ratios).
+unweighted FLOP ratio beside it; each ``# auto`` line also prints the two costs the rule
+fits (``sparse_mac_cost``, ``MATERIALIZE_BUILD_COST``) as this run implies them, for a
+refit. One torch thread unless ``--threads`` says otherwise (thread count and load change the
+ratios: the CSR kernels suffer more from other processes than the dense GEMMs).
 
 Memory (``--memory``): each variant in a fresh subprocess takes two AdamW steps inside
 ``trainforge_core.bench.peak_memory`` (resident high-water mark above the level before).
@@ -52,8 +54,10 @@ from trainforge_sltrain import (
     SLTrainLinear,
     algorithm_costs,
     choose_algorithm,
+    sparse_mac_cost,
     training_state_bytes,
 )
+from trainforge_sltrain.linear import MATERIALIZE_BUILD_COST
 
 RANK, SPARSITY, ALPHA, TOKENS = 128, 0.03, 32.0, 2048
 
@@ -242,6 +246,14 @@ def main() -> None:
                     f"[{lo:.3f}, {hi:.3f}] (rule predicted {cost:.3f}x); fastest measured "
                     f"here: {best} {t[best][1]:.3f}x"
                 )
+                if "factored" in t and "materialize" in t:
+                    # What this run implies for the rule's two fitted costs (linear.py's fit).
+                    c = (t["factored"][1] - 2 * RANK / d) / SPARSITY
+                    w = (t["materialize"][1] - 1) / (4 * RANK / (3 * tokens))
+                    picks[-1] += (
+                        f"; implied sparse_mac_cost {c:.1f} (rule {sparse_mac_cost(nnz):.1f}), "
+                        f"W-build cost {w:.2f} (rule {MATERIALIZE_BUILD_COST})"
+                    )
                 print(picks[-1], flush=True)
             if args.memory:
                 for v in variants:

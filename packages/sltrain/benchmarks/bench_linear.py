@@ -252,7 +252,7 @@ def main() -> None:
                     w = (t["materialize"][1] - 1) / (4 * RANK / (3 * tokens))
                     picks[-1] += (
                         f"; implied sparse_mac_cost {c:.1f} (rule {sparse_mac_cost(nnz):.1f}), "
-                        f"W-build cost {w:.2f} (rule {MATERIALIZE_BUILD_COST})"
+                        f"W-build cost {w:.2f} (rule {MATERIALIZE_BUILD_COST:.2f})"
                     )
                 print(picks[-1], flush=True)
             if args.memory:

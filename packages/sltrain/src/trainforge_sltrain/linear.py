@@ -9,6 +9,7 @@ sparse_linear.cpp), so no ``[out, in]`` tensor is kept between forward and backw
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from typing import Any
 
@@ -124,43 +125,58 @@ def _materialize(B, A, values, index, scale):
 ALGORITHMS = ("auto", "materialize", "factored")
 
 # The measurements the rule is fitted to: fwd+bwd time of the factored and the materialising
-# path over dense nn.Linear, square layers, rank 128, 3% density, float32, CPU
-# (benchmarks/bench_linear.py, paired, order alternated, median of 3 rounds; 2026-12-05, torch
-# 2.15, the project's shared 2-core VM; d = 1024 / 2048 at load 2-3 and one torch thread,
-# d = 4096 idle with two threads). Rows: (d, tokens, factored / dense, materialize / dense).
-_FIT_DATA = (
-    (1024, 2048, 1.368, 1.141),
-    (1024, 8192, 1.443, 1.039),
-    (2048, 2048, 1.095, 1.147),
-    (2048, 8192, 1.174, 1.090),
-    (4096, 2048, 0.859, 1.111),
-    (4096, 8192, 1.088, 1.071),
+# path over dense nn.Linear, square layers, float32, CPU (benchmarks/bench_linear.py, paired,
+# order alternated, median of 3 rounds; 2026-12-05, torch 2.15, the project's shared 2-core
+# VM; d = 1024 / 2048 at load 2-3 and one torch thread, d = 4096 idle with two threads).
+# Rows: (d, tokens, rank, density, factored / dense, materialize / dense). A refit on another
+# machine replaces these rows (the bench's "# auto" lines print the costs a run implies).
+FIT_DATA = (
+    (1024, 2048, 128, 0.03, 1.368, 1.141),
+    (1024, 8192, 128, 0.03, 1.443, 1.039),
+    (2048, 2048, 128, 0.03, 1.095, 1.147),
+    (2048, 8192, 128, 0.03, 1.174, 1.090),
+    (4096, 2048, 128, 0.03, 0.859, 1.111),
+    (4096, 8192, 128, 0.03, 1.088, 1.071),
 )
-# Reading each row as "time = FLOPs weighted by their measured cost" (dense GEMM multiply-add
-# = 1): the factored path's sparse multiply-add cost c = (factored/dense - 2r/d) / delta is
-# 37.3 / 32.3 / 26.5 at d = 1024 / 2048 / 4096 with 2,048 tokens (nnz = 31,457 / 125,829 /
-# 503,316): it falls about 2.7 per doubling of nnz (least squares on log2 nnz; the CSR rows
-# get longer and the per-row overhead is spread over more multiply-adds). With 8,192 tokens c
-# is 39.8 / 35.0 / 34.2, higher (dense itself runs faster per multiply-add on the longer
-# panel); the fit uses the 2,048-token rows, where the decision is not a tie. The
-# materialising path's overhead over dense, (materialize/dense - 1) / (4 r / 3 T), is 1.69 /
-# 1.76 / 1.33 times its FLOP count at 2,048 tokens (building W is a K = r GEMM writing an
-# [m, n] output, slower per multiply-add than the layer's own GEMMs).
-SPARSE_MAC_COST_AT = 31457
-"""nnz of the fit's smallest layer (d = 1024 at 3%); :func:`sparse_mac_cost` is
-``SPARSE_MAC_COST`` there."""
-SPARSE_MAC_COST = 37.3
-"""Cost of one sparse multiply-add of the factored path (torch's CPU CSR ``S @ x^T``, its
-transpose and ``sampled_addmm``, with the transposes they need) in dense-GEMM multiply-adds,
-at ``nnz = SPARSE_MAC_COST_AT``."""
-SPARSE_MAC_COST_SLOPE = 2.7
-"""How much :func:`sparse_mac_cost` falls per doubling of nnz (fitted between nnz = 31,457
-and 503,316; held constant outside that range, no extrapolation)."""
-SPARSE_MAC_COST_RANGE = (31457, 503316)
-"""The nnz range the fit covers (d = 1024 .. 4096 at 3%)."""
-MATERIALIZE_BUILD_COST = 1.7
-"""Cost of one multiply-add of building W (``4 m n r`` per fwd+bwd) in dense-GEMM
-multiply-adds (measured 1.33-1.76 at 2,048 tokens)."""
+"""The measured ratios the ``"auto"`` rule's two costs are fitted to (see ``linear.py``)."""
+FIT_TOKENS = 2048
+"""The fit uses the rows at this token count (below)."""
+# Reading each row as "time = multiply-adds weighted by their measured cost" (one dense-GEMM
+# multiply-add = 1): the factored path's sparse multiply-add costs c = (factored/dense -
+# 2r/d) / delta dense ones, 37.3 / 32.3 / 26.5 at d = 1024 / 2048 / 4096 with 2,048 tokens
+# (nnz = 31,457 / 125,829 / 503,316). It falls with the layer's size, 2.7 per doubling of nnz
+# (least squares of c on log2 nnz; longer CSR rows spread the per-row overhead). With 8,192
+# tokens c is 39.8 / 35.0 / 34.2 (dense runs faster per multiply-add on the longer panel);
+# the fit uses the 2,048-token rows, where building W is a large enough share to measure and
+# the two paths differ most; at d = 4096 with 8,192 tokens the two measured a tie (1.088 /
+# 1.071), where the fit picks the factored path. Building W (``4 m n r`` multiply-adds per
+# fwd+bwd: a K = r GEMM writing an [m, n] output) costs (materialize/dense - 1) / (4r / 3T)
+# = 1.69 / 1.76 / 1.33 dense multiply-adds each: the median is the rule's weight.
+
+
+def _fit() -> tuple[float, float, float, tuple[int, int]]:
+    rows = [row for row in FIT_DATA if row[1] == FIT_TOKENS]
+    xs, cs, ws = [], [], []
+    for d, tokens, rank, delta, factored, materialize in rows:
+        xs.append(math.log2(int(delta * d * d)))
+        cs.append((factored - 2 * rank / d) / delta)
+        ws.append((materialize - 1) / (4 * rank / (3 * tokens)))
+    mx, mc = sum(xs) / len(xs), sum(cs) / len(cs)
+    slope = -sum((x - mx) * (c - mc) for x, c in zip(xs, cs, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    lo, hi = 2 ** min(xs), 2 ** max(xs)
+    at_lo = mc + slope * (mx - min(xs))
+    return at_lo, slope, statistics.median(ws), (round(lo), round(hi))
+
+
+SPARSE_MAC_COST, SPARSE_MAC_COST_SLOPE, MATERIALIZE_BUILD_COST, SPARSE_MAC_COST_RANGE = _fit()
+"""From :data:`FIT_DATA`: the cost of one sparse multiply-add of the factored path (torch's
+CPU CSR ``S @ x^T``, its transpose and ``sampled_addmm``, with the transposes they need) in
+dense-GEMM multiply-adds at the fit's smallest nnz (37.4); how much it falls per doubling of
+nnz (2.69); the cost of one multiply-add of building W (1.69); the nnz range measured
+(31,457 .. 503,316: :func:`sparse_mac_cost` is held constant outside it, no
+extrapolation)."""
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -172,13 +188,13 @@ def _check_count(name: str, value: Any) -> int:
 def sparse_mac_cost(nnz: int) -> float:
     """The factored path's cost of one sparse multiply-add, in dense-GEMM multiply-adds, for
     a sparse part of ``nnz`` entries on this package's measured CPU: ``SPARSE_MAC_COST -
-    SPARSE_MAC_COST_SLOPE * log2(nnz / SPARSE_MAC_COST_AT)`` with nnz clamped to
-    ``SPARSE_MAC_COST_RANGE`` (37.3 at d = 1024, 31.9 at 2048, 26.5 at 4096 for 3% density).
-    A fixed rule: deterministic, the same on every call and every rank."""
+    SPARSE_MAC_COST_SLOPE * log2(nnz / lo)`` with nnz clamped to ``SPARSE_MAC_COST_RANGE =
+    (lo, hi)``: 37.4 at d = 1024, 32.0 at 2048, 26.6 at 4096 for 3% density (a least-squares
+    fit to :data:`FIT_DATA`). A fixed rule: deterministic, the same on every call and rank."""
     _check_count("nnz", nnz)
     lo, hi = SPARSE_MAC_COST_RANGE
     clamped = min(max(nnz, lo), hi)
-    return SPARSE_MAC_COST - SPARSE_MAC_COST_SLOPE * math.log2(clamped / SPARSE_MAC_COST_AT)
+    return SPARSE_MAC_COST - SPARSE_MAC_COST_SLOPE * math.log2(clamped / lo)
 
 
 def _check_algorithm(algorithm: Any) -> str:

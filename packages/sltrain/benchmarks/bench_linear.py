@@ -8,8 +8,10 @@ alpha 32, 2,048 and 8,192 tokens per call, float32 on CPU. Layers compared in on
   built in the forward and again in the backward; the reference extension's algorithm);
 - ``factored``: ``algorithm="factored"`` (``x A^T B^T scale`` plus CSR products, the values'
   gradient by ``torch.sparse.sampled_addmm``; W never formed);
-- ``auto``: what ``algorithm="auto"`` (the default) picks by the FLOP rule
-  (``choose_algorithm``), printed beside it; its time is the picked variant's;
+- ``auto``: what ``algorithm="auto"`` (the default) picks by its rule (``choose_algorithm``:
+  FLOPs weighted by measured costs, ``sparse_mac_cost``), printed beside every row and in
+  one ``# auto`` line per shape with the picked variant's measured ratio (its time is the
+  picked variant's, so it is not timed again);
 - ``reference-algo`` (``--variants``): andyjm3/SLTrain:sparse-lora/sparse_linear.cpp
   re-expressed as a Python ``autograd.Function`` (not the compiled extension).
 
@@ -17,15 +19,19 @@ Time: each round calls every variant once (forward+backward, grads set to None f
 order alternating between rounds (forward, then reversed), so load from other processes hits
 all alike; each variant's ratio to dense is taken per round (paired) and the median and the
 range over rounds are printed, with the load average before and after. The bound column is
-the FLOP ratio of the picked exact algorithm to dense (``algorithm_costs``, sparse
-multiply-adds weighted by ``SPARSE_MAC_COST``).
+the picked algorithm's cost relative to dense by ``algorithm_costs`` (the rule's prediction of
+the ratio: W's build and the sparse multiply-adds weighted by their measured costs), and the
+unweighted FLOP ratio beside it; each ``# auto`` line also prints the two costs the rule
+fits (``sparse_mac_cost``, ``MATERIALIZE_BUILD_COST``) as this run implies them, for a
+refit. One torch thread unless ``--threads`` says otherwise (thread count and load change the
+ratios: the CSR kernels suffer more from other processes than the dense GEMMs).
 
 Memory (``--memory``): each variant in a fresh subprocess takes two AdamW steps inside
 ``trainforge_core.bench.peak_memory`` (resident high-water mark above the level before).
 
 Run from the workspace root::
 
-    uv run python packages/sltrain/benchmarks/bench_linear.py            # all issue shapes
+    uv run python packages/sltrain/benchmarks/bench_linear.py --rounds 3  # all issue shapes
     uv run python packages/sltrain/benchmarks/bench_linear.py --sizes 1024 --tokens 2048 --rounds 5
 """
 
@@ -48,8 +54,10 @@ from trainforge_sltrain import (
     SLTrainLinear,
     algorithm_costs,
     choose_algorithm,
+    sparse_mac_cost,
     training_state_bytes,
 )
+from trainforge_sltrain.linear import MATERIALIZE_BUILD_COST
 
 RANK, SPARSITY, ALPHA, TOKENS = 128, 0.03, 32.0, 2048
 
@@ -188,12 +196,16 @@ def main() -> None:
         "--variants", nargs="+", default=["dense", "materialize", "factored"],
         help="dense is always included; also: reference-algo",
     )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--memory", action="store_true", help="also peak RSS per variant")
     parser.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "D"))
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(args.memory_child[0], int(args.memory_child[1]))
         return
+    if args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     variants = ["dense", *[v for v in args.variants if v != "dense"]]
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -203,9 +215,10 @@ def main() -> None:
     )
     print(
         "| d | tokens | layer | fwd+bwd ms (median) | ratio vs dense: median [min, max] | "
-        "auto picks | FLOP bound of the pick | load before/after |"
+        "auto picks | rule's cost of the pick / dense (FLOPs alone) | load before/after |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    picks = []
     for d in args.sizes:
         nnz = int(SPARSITY * d * d)
         for tokens in args.tokens:
@@ -214,14 +227,34 @@ def main() -> None:
             load1 = os.getloadavg()[0]
             pick = choose_algorithm(tokens, d, d, RANK, nnz)
             mat, fac = algorithm_costs(tokens, d, d, RANK, nnz)
-            bound = (mat if pick == "materialize" else fac) / (3 * tokens * d * d)
+            dense = 3 * tokens * d * d
+            raw = 1 + 4 * RANK / (3 * tokens) if pick == "materialize" else 2 * RANK / d + SPARSITY
+            cost = (mat if pick == "materialize" else fac) / dense
             for v in variants:
                 ms, med, lo, hi = t[v]
                 print(
                     f"| {d} | {tokens} | {v} | {ms:.1f} | {med:.3f} [{lo:.3f}, {hi:.3f}] | "
-                    f"{pick} | {bound:.3f} | {load0:.1f}/{load1:.1f} |",
+                    f"{pick} | {cost:.3f} ({raw:.3f}) | {load0:.1f}/{load1:.1f} |",
                     flush=True,
                 )
+            if pick in t:
+                _, med, lo, hi = t[pick]
+                best = min((v for v in variants if v in ("materialize", "factored")),
+                           key=lambda v: t[v][1])  # fmt: skip
+                picks.append(
+                    f"# auto d={d} tokens={tokens}: picks {pick}, measured {med:.3f}x dense "
+                    f"[{lo:.3f}, {hi:.3f}] (rule predicted {cost:.3f}x); fastest measured "
+                    f"here: {best} {t[best][1]:.3f}x"
+                )
+                if "factored" in t and "materialize" in t:
+                    # What this run implies for the rule's two fitted costs (linear.py's fit).
+                    c = (t["factored"][1] - 2 * RANK / d) / SPARSITY
+                    w = (t["materialize"][1] - 1) / (4 * RANK / (3 * tokens))
+                    picks[-1] += (
+                        f"; implied sparse_mac_cost {c:.1f} (rule {sparse_mac_cost(nnz):.1f}), "
+                        f"W-build cost {w:.2f} (rule {MATERIALIZE_BUILD_COST:.2f})"
+                    )
+                print(picks[-1], flush=True)
             if args.memory:
                 for v in variants:
                     mem = measure_memory(v, d)
@@ -231,6 +264,7 @@ def main() -> None:
                         f"({TOKENS} tokens) {mem['peak'] / 2**20:.1f} MiB",
                         flush=True,
                     )
+    print("\n".join(picks))
 
 
 if __name__ == "__main__":

@@ -1,52 +1,63 @@
-"""Slow: on a tiny Llama, SLTrain beats pure low-rank at a matched parameter budget."""
+"""Learning: an SLTrain layer fits a sparse-plus-low-rank map that a larger low-rank one
+cannot; the tiny-Llama comparison over seeds lives in benchmarks/bench_lowrank_gap.py."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from trainforge_core.data import kjv_lm_data
-from trainforge_sltrain.demo import ToySetup, compare, matched_lowrank_rank
+from trainforge_sltrain import SLTrainLinear
+from trainforge_sltrain.demo import ToySetup, compare
 
-# hidden 64, 2 layers: SLTrain r=4, delta=0.1 against pure low-rank r=8 (closest budget),
-# 300 steps of 16 x 32 tokens. The low-rank baseline starts both factors Kaiming-uniform (a
-# factorised layer's init); until 2026-12-05 it started B = 0 (the SLTrain reference's init),
-# which starts a pure low-rank layer as the zero map. Recalibrated 2026-12-05 (held-out nats,
-# low-rank Kaiming B / low-rank B = 0 / SLTrain): seed 0 5.273 / 5.455 / 5.192, seed 1
-# 5.439 / 5.465 / 5.071, seed 2 5.517 / 5.468 / 5.590. Against the fair baseline the gap is
-# 0.081, 0.368 and -0.073 nats (mean 0.125): SLTrain is ahead on average but not on every
-# seed at this size, so the test asserts the mean over three seeds. (With B = 0 the seed-0
-# gap was 0.263 and the old 0.1 margin per seed held; with Kaiming B it would fail on
-# seeds 0 and 2.) The sparse part pays off once the low-rank bottleneck binds, which these
-# tiny runs reach after a few hundred steps.
-SETUP = ToySetup(
-    hidden=64,
-    layers=2,
-    heads=4,
-    rank=4,
-    sparsity=0.1,
-    steps=300,
-    batch_size=16,
-    seq_len=32,
-    eval_batches=4,
-    evals=1,
-)
-MARGIN = 0.05  # nats, on the mean over SEEDS; measured mean 0.125 (per seed 0.081 .. -0.073)
-SEEDS = (0, 1, 2)
+# The multi-seed language-model evidence (SLTrain against the matched pure low-rank baseline
+# on a tiny Llama, 3 seeds x 2 runs x 300 steps) took about 60 of this suite's 80 s in CI;
+# it is now `uv run python packages/sltrain/benchmarks/bench_lowrank_gap.py` (same setup,
+# seeds and margin, exit status 1 when the mean gap misses the margin), with its numbers in
+# the README. The quick demo (test_sltrain_conformance.py) still trains all three variants.
+
+
+def _fit(student: SLTrainLinear, x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> float:
+    opt = torch.optim.Adam(student.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = (student(x) - y).square().mean()
+        loss.backward()
+        opt.step()
+    return loss.item()
 
 
 @pytest.mark.slow
-def test_sltrain_beats_matched_lowrank_on_average():
-    assert matched_lowrank_rank(SETUP) == 8
-    data = kjv_lm_data(SETUP.vocab)
-    gaps = []
-    for seed in SEEDS:
-        runs = compare(SETUP, seed=seed, data=data, variants=("low-rank", "sltrain"))
-        low, sl = runs["low-rank"], runs["sltrain"]
-        assert abs(sl.linear_params - low.linear_params) <= 0.05 * low.linear_params
-        gaps.append(low.result.final_eval_loss - sl.result.final_eval_loss)
-    assert sum(gaps) / len(gaps) > MARGIN, gaps
+@pytest.mark.parametrize("algorithm", ["materialize", "factored"])
+def test_sltrain_layer_fits_sparse_plus_low_rank_where_low_rank_cannot(algorithm):
+    # A teacher W* = rank-2 product + sparse part (10% of entries); the SLTrain student has
+    # the teacher's support (the idealised case) and 230 parameters, the pure low-rank
+    # student rank 5 and 320 parameters. Measured (seeds 0-2, 300 steps): SLTrain 1e-11 ..
+    # 2e-8 of a target power of 0.62-0.66, low-rank 0.26-0.33. A layer whose sparse
+    # values, low-rank factors or scale get a wrong gradient cannot reach the first.
+    g = torch.Generator().manual_seed(0)
+    teacher = SLTrainLinear(32, 32, 2, 0.1, 2.0, bias=False, generator=g, init_b="kaiming")
+    with torch.no_grad():
+        teacher.sparse_value.mul_(4)
+    x = torch.randn(256, 32, generator=g)
+    y = teacher(x).detach()
+    power = y.square().mean().item()
+
+    def student(rank: int, sparsity: float) -> SLTrainLinear:
+        gen = torch.Generator().manual_seed(1)
+        return SLTrainLinear(
+            32, 32, rank, sparsity, float(rank), bias=False, generator=gen,
+            init_b="kaiming", algorithm=algorithm,
+        )  # fmt: skip
+
+    sl = student(2, 0.1)
+    sl.sparse_index.copy_(teacher.sparse_index)
+    low = student(5, 0.0)
+    assert sum(p.numel() for p in sl.parameters()) < sum(p.numel() for p in low.parameters())
+    sl_loss, low_loss = _fit(sl, x, y), _fit(low, x, y)
+    assert sl_loss < 1e-4 * power, (sl_loss, power)
+    assert low_loss > 0.2 * power, (low_loss, power)
 
 
 def test_compare_rejects_unknown_variants():
     with pytest.raises(ValueError, match="unknown variants"):
-        compare(SETUP, variants=("dense",))
+        compare(ToySetup(), variants=("dense",))

@@ -16,6 +16,7 @@ from trainforge_sltrain.linear import (
     choose_algorithm,
     sltrain_linear_function,
     sltrain_linear_params,
+    sparse_mac_cost,
 )
 from trainforge_sltrain.memory import optimizer_state_bytes, training_state_bytes
 from trainforge_sltrain.model import (
@@ -53,5 +54,6 @@ __all__ = [
     "sltrain_layers",
     "sltrain_linear_function",
     "sltrain_linear_params",
+    "sparse_mac_cost",
     "training_state_bytes",
 ]

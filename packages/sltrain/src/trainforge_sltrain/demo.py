@@ -249,7 +249,7 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "row includes them",
         "AdamW state = bytes in optimizer.state after training (two moments per parameter); "
         "step time = median wall time of forward+backward+step on this shared 2-core CPU",
-        f"one seed ({seed}); the slow test checks the direction over 2 seeds",
+        f"one seed ({seed}); benchmarks/bench_lowrank_gap.py checks the direction over 3 seeds",
     ]
     report.details.update(
         setup=setup.__dict__,

@@ -9,6 +9,7 @@ sparse_linear.cpp), so no ``[out, in]`` tensor is kept between forward and backw
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "choose_algorithm",
     "sltrain_linear_function",
     "sltrain_linear_params",
+    "sparse_mac_cost",
 ]
 
 # andyjm3/SLTrain:scripts/llm_pretrain/sltrain60m.sh (the LLaMA-60M recipe): --rank 128
@@ -122,16 +124,77 @@ def _materialize(B, A, values, index, scale):
 
 ALGORITHMS = ("auto", "materialize", "factored")
 
-SPARSE_MAC_COST = 35.0
-"""Cost of one sparse multiply-add of the factored path (torch's CPU CSR ``S @ x^T``, its
-transpose and ``sampled_addmm``, with the transposes they need) in units of one dense-GEMM
-multiply-add, for :func:`choose_algorithm`. Fitted 2026-12-05 on the project's shared
-2-core CPU (torch 2.15, float32, one thread, rank 128, 3% density, 2,048 tokens): the whole
-factored forward+backward against dense gave 38 at d = 1024 and 33 at d = 2048 (the CSR
-kernels alone, without the transposes: 15 and 21). So at 3% density the sparse products
-alone cost about as much as the dense layer and the rule keeps the materialising path; the
-factored one wins for short token counts (W costs ``4 m n r`` to build and rebuild) and low
-densities (pure low-rank: none)."""
+# The measurements the rule is fitted to: fwd+bwd time of the factored and the materialising
+# path over dense nn.Linear, square layers, float32, CPU (benchmarks/bench_linear.py, paired,
+# order alternated, median of 3 rounds; 2026-12-05, torch 2.15, the project's shared 2-core
+# VM; d = 1024 / 2048 at load 2-3 and one torch thread, d = 4096 idle with two threads).
+# Rows: (d, tokens, rank, density, factored / dense, materialize / dense). A refit on another
+# machine replaces these rows (the bench's "# auto" lines print the costs a run implies).
+FIT_DATA = (
+    (1024, 2048, 128, 0.03, 1.368, 1.141),
+    (1024, 8192, 128, 0.03, 1.443, 1.039),
+    (2048, 2048, 128, 0.03, 1.095, 1.147),
+    (2048, 8192, 128, 0.03, 1.174, 1.090),
+    (4096, 2048, 128, 0.03, 0.859, 1.111),
+    (4096, 8192, 128, 0.03, 1.088, 1.071),
+)
+"""The measured ratios the ``"auto"`` rule's two costs are fitted to (see ``linear.py``)."""
+FIT_TOKENS = 2048
+"""The fit uses the rows at this token count (below)."""
+# Reading each row as "time = multiply-adds weighted by their measured cost" (one dense-GEMM
+# multiply-add = 1): the factored path's sparse multiply-add costs c = (factored/dense -
+# 2r/d) / delta dense ones, 37.3 / 32.3 / 26.5 at d = 1024 / 2048 / 4096 with 2,048 tokens
+# (nnz = 31,457 / 125,829 / 503,316). It falls with the layer's size, 2.7 per doubling of nnz
+# (least squares of c on log2 nnz; longer CSR rows spread the per-row overhead). With 8,192
+# tokens c is 39.8 / 35.0 / 34.2 (dense runs faster per multiply-add on the longer panel);
+# the fit uses the 2,048-token rows, where building W is a large enough share to measure and
+# the two paths differ most; at d = 4096 with 8,192 tokens the two measured a tie (1.088 /
+# 1.071), where the fit picks the factored path. Building W (``4 m n r`` multiply-adds per
+# fwd+bwd: a K = r GEMM writing an [m, n] output) costs (materialize/dense - 1) / (4r / 3T)
+# = 1.69 / 1.76 / 1.33 dense multiply-adds each: the median is the rule's weight.
+
+
+def _fit() -> tuple[float, float, float, tuple[int, int]]:
+    rows = [row for row in FIT_DATA if row[1] == FIT_TOKENS]
+    xs, cs, ws = [], [], []
+    for d, tokens, rank, delta, factored, materialize in rows:
+        xs.append(math.log2(int(delta * d * d)))
+        cs.append((factored - 2 * rank / d) / delta)
+        ws.append((materialize - 1) / (4 * rank / (3 * tokens)))
+    mx, mc = sum(xs) / len(xs), sum(cs) / len(cs)
+    slope = -sum((x - mx) * (c - mc) for x, c in zip(xs, cs, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    lo, hi = 2 ** min(xs), 2 ** max(xs)
+    at_lo = mc + slope * (mx - min(xs))
+    return at_lo, slope, statistics.median(ws), (round(lo), round(hi))
+
+
+SPARSE_MAC_COST, SPARSE_MAC_COST_SLOPE, MATERIALIZE_BUILD_COST, SPARSE_MAC_COST_RANGE = _fit()
+"""From :data:`FIT_DATA`: the cost of one sparse multiply-add of the factored path (torch's
+CPU CSR ``S @ x^T``, its transpose and ``sampled_addmm``, with the transposes they need) in
+dense-GEMM multiply-adds at the fit's smallest nnz (37.4); how much it falls per doubling of
+nnz (2.69); the cost of one multiply-add of building W (1.69); the nnz range measured
+(31,457 .. 503,316: :func:`sparse_mac_cost` is held constant outside it, no
+extrapolation)."""
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def sparse_mac_cost(nnz: int) -> float:
+    """The factored path's cost of one sparse multiply-add, in dense-GEMM multiply-adds, for
+    a sparse part of ``nnz`` entries on this package's measured CPU: ``SPARSE_MAC_COST -
+    SPARSE_MAC_COST_SLOPE * log2(nnz / lo)`` with nnz clamped to ``SPARSE_MAC_COST_RANGE =
+    (lo, hi)``: 37.4 at d = 1024, 32.0 at 2048, 26.6 at 4096 for 3% density (a least-squares
+    fit to :data:`FIT_DATA`). A fixed rule: deterministic, the same on every call and rank."""
+    _check_count("nnz", nnz)
+    lo, hi = SPARSE_MAC_COST_RANGE
+    clamped = min(max(nnz, lo), hi)
+    return SPARSE_MAC_COST - SPARSE_MAC_COST_SLOPE * math.log2(clamped / lo)
 
 
 def _check_algorithm(algorithm: Any) -> str:
@@ -140,19 +203,28 @@ def _check_algorithm(algorithm: Any) -> str:
     return algorithm
 
 
-def algorithm_costs(tokens: int, out_features: int, in_features: int, rank: int, nnz: int):
-    """Forward+backward multiply-adds of the two exact algorithms, as ``(materialize,
-    factored)``, the sparse ones weighted by :data:`SPARSE_MAC_COST`.
+def algorithm_costs(
+    tokens: int, out_features: int, in_features: int, rank: int, nnz: int
+) -> tuple[float, float]:
+    """Forward+backward cost of the two exact algorithms, as ``(materialize, factored)``, in
+    dense-GEMM multiply-adds (dense ``nn.Linear`` costs ``3 T m n``).
 
-    materialize: ``W = scale B A + S`` twice (forward, backward) and ``grad_W``'s products
-    with A and B: ``4 m n r``; the three dense GEMMs of a linear layer: ``3 T m n``.
+    materialize: the three dense GEMMs of a linear layer, ``3 T m n``, plus building
+    ``W = scale B A + S`` twice (forward, backward) and ``grad_W``'s products with A and B,
+    ``4 m n r``, weighted by :data:`MATERIALIZE_BUILD_COST`.
     factored: ``x A^T B^T`` forward, ``g B``, ``(g B) A``, ``g^T (x A^T)``, ``(g B)^T x``
-    backward: ``3 T r (m + n)``; the sparse product forward, its transpose backward and the
-    sampled product (SDDMM) for the values' gradient: ``3 T nnz`` sparse multiply-adds.
+    backward, ``3 T r (m + n)``; the sparse product forward, its transpose backward and the
+    sampled product (SDDMM) for the values' gradient, ``3 T nnz`` sparse multiply-adds
+    weighted by :func:`sparse_mac_cost`.
     """
+    for name, value in (("tokens", tokens), ("out_features", out_features),
+                        ("in_features", in_features), ("rank", rank), ("nnz", nnz)):  # fmt: skip
+        _check_count(name, value)
     m, n = out_features, in_features
-    materialize = 4 * m * n * rank + 3 * tokens * m * n
-    factored = 3 * tokens * rank * (m + n) + SPARSE_MAC_COST * 3 * tokens * nnz
+    if nnz > m * n:
+        raise ValueError(f"nnz must be at most out_features * in_features = {m * n}, got {nnz}")
+    materialize = 3 * tokens * m * n + MATERIALIZE_BUILD_COST * 4 * m * n * rank
+    factored = 3 * tokens * rank * (m + n) + sparse_mac_cost(nnz) * 3 * tokens * nnz
     return float(materialize), float(factored)
 
 
@@ -162,13 +234,11 @@ def choose_algorithm(
     """The cheaper exact algorithm by :func:`algorithm_costs` (a fixed rule, no timing):
     ``"factored"`` or ``"materialize"``. Off the CPU always ``"materialize"`` (the Triton
     kernel; sparse GPU kernels at a few percent density are not measured here)."""
-    for name, value in (("tokens", tokens), ("out_features", out_features),
-                        ("in_features", in_features), ("rank", rank), ("nnz", nnz)):  # fmt: skip
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    mat, fac = algorithm_costs(tokens, out_features, in_features, rank, nnz)
+    if not isinstance(device_type, str):
+        raise TypeError(f"device_type must be a str such as 'cpu', got {device_type!r}")
     if device_type != "cpu" or tokens == 0:
         return "materialize"
-    mat, fac = algorithm_costs(tokens, out_features, in_features, rank, nnz)
     return "factored" if fac < mat else "materialize"
 
 

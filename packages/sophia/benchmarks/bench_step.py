@@ -6,6 +6,12 @@ Recipe (from the repository root)::
     uv run python packages/sophia/benchmarks/bench_step.py            # 10M and 100M, CPU
     uv run python packages/sophia/benchmarks/bench_step.py --threads 1   # busy machine
     uv run python packages/sophia/benchmarks/bench_step.py --sizes 10M --device cuda
+    uv run python packages/sophia/benchmarks/bench_step.py --paired --threads 2 --rounds 25
+
+``--paired`` is issue #14.7's measurement: fused AdamW and ``SophiaG(fused=True)`` on two
+separate parameter sets of the same shapes (10.3M floats in 99 tensors: 8 layers with
+biases and LayerNorms, d 288, vocab 8192), stepping alternately (the order flipped every
+round), after warm-up; it prints the medians and the median of the per-round ratios.
 
 Parameters are transformer-shaped fp32 tensors (per layer: qkv, out, MLP up/down, two
 norms; plus an embedding). All optimizers run in one process on one shared set of
@@ -146,6 +152,50 @@ def bench(size: str, device: torch.device, rounds: int,
     ]
 
 
+def paired_shapes(d: int = 288, layers: int = 8, vocab: int = 8192) -> list[tuple[int, ...]]:
+    """About 10M floats in 99 tensors: per layer qkv, out, MLP up/down with biases and two
+    LayerNorms (weight, bias), plus an embedding and a final LayerNorm."""
+    shapes: list[tuple[int, ...]] = [(vocab, d)]
+    for _ in range(layers):
+        shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,)]
+        shapes += [(d,), (d,), (d,), (d,)]
+    return [*shapes, (d,), (d,)]
+
+
+def bench_paired(rounds: int, warmup: int) -> None:
+    def make(seed: int) -> list[torch.nn.Parameter]:
+        gen = torch.Generator().manual_seed(seed)
+        params = []
+        for shape in paired_shapes():
+            p = torch.nn.Parameter(0.02 * torch.randn(shape, generator=gen))
+            p.grad = 1e-3 * torch.randn(shape, generator=gen)
+            params.append(p)
+        return params
+
+    pa, ps = make(0), make(1)
+    adamw = torch.optim.AdamW(pa, lr=1e-6, fused=True)
+    sophia = SophiaG(ps, lr=1e-6, rho=0.05, bs=5120, fused=True)
+    sophia.update_hessian()  # a mixed clip, as in training
+    for _ in range(max(warmup, 1)):  # the first fused step compiles
+        adamw.step()
+        sophia.step()
+    ta: list[float] = []
+    ts: list[float] = []
+    for r in range(rounds):
+        for opt, times in (
+            ((adamw, ta), (sophia, ts)) if r % 2 == 0 else ((sophia, ts), (adamw, ta))
+        ):
+            start = time.perf_counter()
+            opt.step()
+            times.append(time.perf_counter() - start)
+    n = sum(p.numel() for p in pa)
+    ratio = statistics.median(s / a for a, s in zip(ta, ts, strict=True))
+    print(f"\npaired: {n / 1e6:.1f}M floats in {len(pa)} tensors per optimizer, {rounds} rounds")
+    print(f"AdamW(fused=True) median {1e3 * statistics.median(ta):.2f} ms, "
+          f"SophiaG(fused=True) median {1e3 * statistics.median(ts):.2f} ms, "
+          f"median paired ratio {ratio:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -153,9 +203,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--paired", action="store_true", help="issue #14.7's paired ratio only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.paired:
+        print(f"torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
+              f"load average before {os.getloadavg()[0]:.1f}")  # fmt: skip
+        bench_paired(args.rounds, args.warmup)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        return
     device = torch.device(args.device)
     load_before = os.getloadavg()
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "

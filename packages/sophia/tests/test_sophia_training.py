@@ -1,6 +1,13 @@
-"""Slow: SophiaG is no worse than AdamW on a toy language model (no speed-up asserted)."""
+"""Slow: SophiaG is no worse than AdamW on a toy language model (no speed-up asserted).
+
+Six 150-step trainings per seed (two optimizers, three learning rates). Seed 0 runs in CI;
+seed 1 (which also passes) runs with ``TRAINFORGE_SOPHIA_ALL_SEEDS=1``, keeping the
+package suite under a minute. A broken update is caught faster by the step-for-step
+comparisons with the reference in test_sophia_optimizer.py."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -47,8 +54,22 @@ def _final_loss(name: str, lr: float, data: LMData, seed: int) -> float:
     return train_lm(model, opt, data, config, after_step=hessian).final_eval_loss
 
 
+_ALL_SEEDS = os.environ.get("TRAINFORGE_SOPHIA_ALL_SEEDS") == "1"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(
+    "seed",
+    [
+        0,
+        pytest.param(
+            1,
+            marks=pytest.mark.skipif(
+                not _ALL_SEEDS, reason="TRAINFORGE_SOPHIA_ALL_SEEDS=1 runs it"
+            ),
+        ),
+    ],
+)
 def test_sophiag_no_worse_than_adamw_on_markov_text(seed):
     data = _markov_data(seed)
     grid = (1e-3, 3e-3, 1e-2)

@@ -52,7 +52,7 @@ class _Setup:
 
 
 _QUICK = _Setup(4, 32, 20, 6, 4, 32, 1, 4, 16, 1)
-_FULL = _Setup(8, 64, 800, 200, 200, 64, 4, 50, 64, 3)
+_FULL = _Setup(8, 64, 800, 200, 200, 64, 4, 50, 256, 4)
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,21 +127,31 @@ def _train(
     model.eval()
 
 
-def _sampling_rate(
-    model: torch.nn.Module, diff: GaussianDiffusion, s: _Setup
-) -> tuple[float, torch.Tensor]:
-    model.eval()
+def _sampling_rates(
+    models: list[torch.nn.Module], diff: GaussianDiffusion, s: _Setup
+) -> tuple[list[float], list[torch.Tensor]]:
+    """DDIM images/s of each model, timed in rounds with the order reversed every other round
+    (so a change in machine load hits every model alike), under ``torch.inference_mode``."""
     y = torch.arange(s.sample_batch) % 10
-    times = []
-    samples = None
-    for _ in range(s.speed_repeats):
-        start = time.perf_counter()
-        samples = diff.ddim_sample(
-            model, (s.sample_batch, 1, 8, 8), y, s.sample_steps, torch.Generator().manual_seed(0)
-        )
-        times.append(time.perf_counter() - start)
-    assert samples is not None
-    return s.sample_batch / float(np.median(times)), samples
+    times: list[list[float]] = [[] for _ in models]
+    samples: list[torch.Tensor] = [torch.empty(0)] * len(models)
+    for m in models:
+        m.eval()
+    order = list(range(len(models)))
+    for r in range(s.speed_repeats):
+        for i in order if r % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = diff.ddim_sample(
+                    models[i],
+                    (s.sample_batch, 1, 8, 8),
+                    y,
+                    s.sample_steps,
+                    torch.Generator().manual_seed(0),
+                )
+            times[i].append(time.perf_counter() - start)
+            samples[i] = out.clone()  # a normal tensor, usable outside inference mode
+    return [s.sample_batch / float(np.median(t)) for t in times], samples
 
 
 def _save_grid(samples: torch.Tensor, path: Path, title: str) -> None:
@@ -228,11 +238,11 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         kd.remove()
         after_kd[name] = _eval_loss(kd_model, diff, xte, yte, s.eval_repeats)
 
-    rate_orig, samples_orig = _sampling_rate(original, diff, s)
-    rate_pruned, samples_learned = _sampling_rate(tuned["learned"], diff, s)
-    _, samples_imp = (
-        _sampling_rate(tuned["importance"], diff, s) if not quick else (0.0, samples_learned)
-    )
+    speed_models = [original, tuned["learned"]] + ([] if quick else [tuned["importance"]])
+    rates, grids = _sampling_rates(speed_models, diff, s)
+    rate_orig, rate_pruned = rates[0], rates[1]
+    samples_orig, samples_learned = grids[0], grids[1]
+    samples_imp = grids[2] if not quick else samples_learned
 
     report = DemoReport(
         slug="tinyfusion",
@@ -287,7 +297,8 @@ def _run(s: _Setup, quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "masked KD uses "
         "the original as teacher (0.9 KD + 0.1 GT + beta_feat * masked feature loss).",
         f"Held-out loss: fixed timesteps and noise, {s.eval_repeats} draw(s) per image. Sampling: "
-        f"DDIM {s.sample_steps} steps, batch {s.sample_batch}, median of {s.speed_repeats}, CPU, "
+        f"DDIM {s.sample_steps} steps, batch {s.sample_batch}, median of {s.speed_repeats} "
+        "rounds alternating the order of the models, inference mode, CPU, "
         f"{torch.get_num_threads()} thread(s); pre-training took {pretrain_s:.1f}s, "
         f"search {search_s:.1f}s.",
         f"One seed ({seed}); a toy-scale run, so the gap between arms is noisy"

@@ -125,33 +125,32 @@ def _materialize(B, A, values, index, scale):
 ALGORITHMS = ("auto", "materialize", "factored")
 
 # The measurements the rule is fitted to: fwd+bwd time of the factored and the materialising
-# path over dense nn.Linear, square layers, float32, CPU (benchmarks/bench_linear.py, paired,
-# order alternated, median of 3 rounds; 2026-12-05, torch 2.15, the project's shared 2-core
-# VM; d = 1024 / 2048 at load 2-3 and one torch thread, d = 4096 idle with two threads).
+# path over dense nn.Linear, square layers, float32, CPU (benchmarks/bench_linear.py
+# --rounds 3, paired, order alternated, median of 3 rounds; 2026-12-05 11:22 UTC, torch 2.15,
+# the project's 2-core VM idle (load 0.6-0.9), one torch thread).
 # Rows: (d, tokens, rank, density, factored / dense, materialize / dense). A refit on another
 # machine replaces these rows (the bench's "# auto" lines print the costs a run implies).
 FIT_DATA = (
-    (1024, 2048, 128, 0.03, 1.368, 1.141),
-    (1024, 8192, 128, 0.03, 1.443, 1.039),
-    (2048, 2048, 128, 0.03, 1.095, 1.147),
-    (2048, 8192, 128, 0.03, 1.174, 1.090),
-    (4096, 2048, 128, 0.03, 0.859, 1.111),
-    (4096, 8192, 128, 0.03, 1.088, 1.071),
+    (1024, 2048, 128, 0.03, 1.367, 1.154),
+    (1024, 8192, 128, 0.03, 1.300, 1.067),
+    (2048, 2048, 128, 0.03, 1.247, 1.130),
+    (2048, 8192, 128, 0.03, 1.188, 1.152),
+    (4096, 2048, 128, 0.03, 0.970, 1.211),
+    (4096, 8192, 128, 0.03, 0.922, 1.041),
 )
 """The measured ratios the ``"auto"`` rule's two costs are fitted to (see ``linear.py``)."""
 FIT_TOKENS = 2048
 """The fit uses the rows at this token count (below)."""
 # Reading each row as "time = multiply-adds weighted by their measured cost" (one dense-GEMM
 # multiply-add = 1): the factored path's sparse multiply-add costs c = (factored/dense -
-# 2r/d) / delta dense ones, 37.3 / 32.3 / 26.5 at d = 1024 / 2048 / 4096 with 2,048 tokens
-# (nnz = 31,457 / 125,829 / 503,316). It falls with the layer's size, 2.7 per doubling of nnz
-# (least squares of c on log2 nnz; longer CSR rows spread the per-row overhead). With 8,192
-# tokens c is 39.8 / 35.0 / 34.2 (dense runs faster per multiply-add on the longer panel);
-# the fit uses the 2,048-token rows, where building W is a large enough share to measure and
-# the two paths differ most; at d = 4096 with 8,192 tokens the two measured a tie (1.088 /
-# 1.071), where the fit picks the factored path. Building W (``4 m n r`` multiply-adds per
-# fwd+bwd: a K = r GEMM writing an [m, n] output) costs (materialize/dense - 1) / (4r / 3T)
-# = 1.69 / 1.76 / 1.33 dense multiply-adds each: the median is the rule's weight.
+# 2r/d) / delta dense ones, 37.2 / 37.4 / 30.2 at d = 1024 / 2048 / 4096 with 2,048 tokens
+# (nnz = 31,457 / 125,829 / 503,316). It falls with the layer's size, 1.75 per doubling of
+# nnz (least squares of c on log2 nnz; longer CSR rows spread the per-row overhead). With
+# 8,192 tokens c is 35.0 / 35.4 / 28.7; the fit uses the 2,048-token rows, where building W
+# is a large enough share to measure. Building W (``4 m n r`` multiply-adds per fwd+bwd: a
+# K = r GEMM writing an [m, n] output) costs (materialize/dense - 1) / (4r / 3T) = 1.85 /
+# 1.56 / 2.53 dense multiply-adds each: the median is the rule's weight. With these weights
+# the rule picks the faster measured algorithm in all six rows.
 
 
 def _fit() -> tuple[float, float, float, tuple[int, int]]:
@@ -173,8 +172,8 @@ def _fit() -> tuple[float, float, float, tuple[int, int]]:
 SPARSE_MAC_COST, SPARSE_MAC_COST_SLOPE, MATERIALIZE_BUILD_COST, SPARSE_MAC_COST_RANGE = _fit()
 """From :data:`FIT_DATA`: the cost of one sparse multiply-add of the factored path (torch's
 CPU CSR ``S @ x^T``, its transpose and ``sampled_addmm``, with the transposes they need) in
-dense-GEMM multiply-adds at the fit's smallest nnz (37.4); how much it falls per doubling of
-nnz (2.69); the cost of one multiply-add of building W (1.69); the nnz range measured
+dense-GEMM multiply-adds at the fit's smallest nnz (38.5); how much it falls per doubling of
+nnz (1.75); the cost of one multiply-add of building W (1.85); the nnz range measured
 (31,457 .. 503,316: :func:`sparse_mac_cost` is held constant outside it, no
 extrapolation)."""
 
@@ -189,7 +188,7 @@ def sparse_mac_cost(nnz: int) -> float:
     """The factored path's cost of one sparse multiply-add, in dense-GEMM multiply-adds, for
     a sparse part of ``nnz`` entries on this package's measured CPU: ``SPARSE_MAC_COST -
     SPARSE_MAC_COST_SLOPE * log2(nnz / lo)`` with nnz clamped to ``SPARSE_MAC_COST_RANGE =
-    (lo, hi)``: 37.4 at d = 1024, 32.0 at 2048, 26.6 at 4096 for 3% density (a least-squares
+    (lo, hi)``: 38.5 at d = 1024, 35.0 at 2048, 31.5 at 4096 for 3% density (a least-squares
     fit to :data:`FIT_DATA`). A fixed rule: deterministic, the same on every call and rank."""
     _check_count("nnz", nnz)
     lo, hi = SPARSE_MAC_COST_RANGE

@@ -169,6 +169,17 @@ def entropic_gw(
     return ((const - c1 @ t @ c2.T) * t).sum()
 
 
+def _uniform_setup(c1: torch.Tensor, c2: torch.Tensor):  # type: ignore[no-untyped-def]
+    """Uniform marginals ``p``, ``q``, the square loss's constant term and the product
+    start plan ``p q^T`` (``other_gw.py:init_matrix`` with f1(a)=a^2/2, f2(b)=b^2/2,
+    h1=h2=identity), shared by the three solvers below."""
+    n, m = c1.shape[0], c2.shape[0]
+    p = torch.full((n,), 1.0 / n, dtype=c1.dtype, device=c1.device)
+    q = torch.full((m,), 1.0 / m, dtype=c1.dtype, device=c1.device)
+    const = ((c1**2 / 2) @ p)[:, None] + ((c2**2 / 2) @ q)[None, :]
+    return p, q, const, p[:, None] * q[None, :]
+
+
 def _entropic_plan(
     c1: torch.Tensor,
     c2: torch.Tensor,
@@ -176,12 +187,7 @@ def _entropic_plan(
     return_const: bool = False,
 ):  # type: ignore[no-untyped-def]
     s = s if s is not None else EntropicSettings()
-    n, m = c1.shape[0], c2.shape[0]
-    p = torch.full((n,), 1.0 / n, dtype=c1.dtype, device=c1.device)
-    q = torch.full((m,), 1.0 / m, dtype=c1.dtype, device=c1.device)
-    # other_gw.py:init_matrix with f1(a)=a^2/2, f2(b)=b^2/2, h1=h2=identity.
-    const = ((c1**2 / 2) @ p)[:, None] + ((c2**2 / 2) @ q)[None, :]
-    t = p[:, None] * q[None, :]
+    p, q, const, t = _uniform_setup(c1, c2)
     err = 1.0
     it = 0
     while err > s.tol and it < s.max_iter:
@@ -229,14 +235,11 @@ def entropic_gw_jvp(
     n, m = c1.shape[0], c2.shape[0]
     kdir = directions.shape[0]
     dt = c1.dtype
-    p = torch.full((n,), 1.0 / n, dtype=dt, device=c1.device)
-    q = torch.full((m,), 1.0 / m, dtype=dt, device=c1.device)
+    p, q, const, t = _uniform_setup(c1, c2)
     log_p = torch.log(p + 1e-8)
     log_q = torch.log(q + 1e-8)
     c2t = c2.T
-    const = ((c1**2 / 2) @ p)[:, None] + ((c2**2 / 2) @ q)[None, :]
     dconst = ((c1 * directions) @ p)[:, :, None]  # (K, n, 1)
-    t = p[:, None] * q[None, :]
     dtan = torch.zeros((kdir, n, m), dtype=dt, device=c1.device)
     err, it = 1.0, 0
     while err > s.tol and it < s.max_iter:
@@ -312,14 +315,10 @@ def entropic_gw_vjp(
         raise ValueError(f"fixed_point_rtol must be >= 0, got {fixed_point_rtol!r}")
     epsilon = s.epsilon
     n, m = c1.shape[0], c2.shape[0]
-    dt = c1.dtype
-    p = torch.full((n,), 1.0 / n, dtype=dt, device=c1.device)
-    q = torch.full((m,), 1.0 / m, dtype=dt, device=c1.device)
+    p, q, const, t = _uniform_setup(c1, c2)
     log_p = torch.log(p + 1e-8)
     log_q = torch.log(q + 1e-8)
     c2t = c2.T
-    const = ((c1**2 / 2) @ p)[:, None] + ((c2**2 / 2) @ q)[None, :]
-    t = p[:, None] * q[None, :]
     steps: list[_Step] = []
     err, it, total = 1.0, 0, None
     while err > s.tol and it < s.max_iter:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from trainforge_kernels.binary_scores import binary_scores, pack_bits
+from trainforge_shiftaddvit.shift import _has_hooks
 
 __all__ = [
     "AddLinearAttention",
@@ -381,6 +382,8 @@ class AddLinearAttention(nn.Module):
             or type(qk_lin) is not nn.Linear
             or type(v_lin) is not nn.Linear
             or (qk_lin.bias is None) != (v_lin.bias is None)
+            or _has_hooks(qk_lin)
+            or _has_hooks(v_lin)
         ):
             return qk_lin(x), v_lin(x)
         params = (qk_lin.weight, v_lin.weight, qk_lin.bias, v_lin.bias)

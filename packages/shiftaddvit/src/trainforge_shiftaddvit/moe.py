@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from trainforge_shiftaddvit.shift import WEIGHT_BITS, ShiftLinear
+from trainforge_shiftaddvit.shift import WEIGHT_BITS, ShiftLinear, _has_hooks
 
 __all__ = [
     "LATENCY",
@@ -266,6 +266,9 @@ class MultShiftMoE(nn.Module):
 def _linear_into(expert: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
     """``out[:] = expert(x)`` without autograd, the GEMM writing into ``out`` (a contiguous
     row slice) directly."""
+    if _has_hooks(expert):
+        out.copy_(expert(x))
+        return
     if type(expert) is nn.Linear:
         w, b = expert.weight, expert.bias
     elif isinstance(expert, ShiftLinear):

@@ -39,6 +39,19 @@ ACT_INTEGER_BITS = 16  # LinearShift(act_integer_bits=16)
 ACT_FRACTION_BITS = 16  # LinearShift(act_fraction_bits=16)
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs forward hooks (its own or global ones). The no-autograd
+    fast paths that bypass a submodule's ``forward`` (fused GEMMs, MoE experts writing in
+    place) take the plain path when it is hooked, so hook-based counters see every call."""
+    glob = nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or glob._global_forward_hooks
+        or glob._global_forward_pre_hooks
+    )
+
+
 def shift_range(weight_bits: int) -> tuple[int, int]:
     """Exponent range of a ``weight_bits`` shift weight: ``(-(2^(bits-1) - 2), 0)``, one bit
     being the sign (pvt/deepshift/modules.py ``LinearShift.shift_range``)."""

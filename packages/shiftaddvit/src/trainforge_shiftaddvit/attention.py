@@ -269,13 +269,27 @@ class BinaryCoder(nn.Module):
         inplace = not (torch.is_grad_enabled() and (x.requires_grad or self.A.requires_grad))
         anchor_t, a_sq, a_t, bias = self._fitted_terms(x.dtype)
         x_sq = x.pow(2).sum(-1, keepdim=True)  # [B, H, N, 1]
-        k = x @ anchor_t  # [B, H, N, m]
-        if inplace:
-            k = k.mul_(-2.0).add_(x_sq).add_(a_sq).clamp_min_(0)
+        if inplace:  # fused: k = (||x||^2 + ||a||^2) - 2 x a^T and y = e A^T - mvec A^T
+            B, H, N, d = x.shape
+            m, nbits = a_t.shape[-2:]
+            k = torch.baddbmm(
+                (x_sq + a_sq).view(B * H, N, m),
+                x.reshape(B * H, N, d),
+                anchor_t.expand(B, H, d, m).reshape(B * H, d, m),
+                alpha=-2.0,
+            ).clamp_min_(0)
+            k = k.view(B, H, N, m)
             sigma = k.mean((-1, -2), keepdim=True).clamp_min_(1e-12).mul_(-2.0)
-            k = k.div_(sigma).exp_()
-            return (k @ a_t).sub_(bias)
-        k = (x_sq + a_sq - 2 * k).clamp_min(0)
+            e = k.div_(sigma).exp_().view(B * H, N, m)
+            y = torch.baddbmm(
+                bias.expand(B, H, 1, nbits).reshape(B * H, 1, nbits),
+                e,
+                a_t.expand(B, H, m, nbits).reshape(B * H, m, nbits),
+                alpha=1.0,
+                beta=-1.0,
+            )
+            return y.view(B, H, N, nbits)
+        k = (x_sq + a_sq - 2 * (x @ anchor_t)).clamp_min(0)
         sigma = k.mean((-1, -2), keepdim=True).clamp_min(1e-12)
         return torch.exp(-k / (2 * sigma)) @ a_t - bias
 

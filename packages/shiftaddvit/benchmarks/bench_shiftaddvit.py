@@ -4,7 +4,8 @@ Recipe (from the repository root; one CPU thread unless --threads):
 
     OMP_NUM_THREADS=1 uv run python packages/shiftaddvit/benchmarks/bench_shiftaddvit.py
 
-Measures, each pair timed alternately (A, B, B, A, ...) and reported as medians and ratios:
+Measures, each pair timed alternately (A, B, B, A, ...) and reported as medians, their ratio,
+and the median (with quartiles) of the per-pair ratios:
 
 1. attention at PVT stage-1 size (3,136 tokens = 56 x 56, 64 channels, batch 1, 1 head): the
    binary linear-angular attention module (to_qk, to_v, KSH codes, c(c^T v), norm, 9x1 token
@@ -32,9 +33,12 @@ import time
 import torch
 from torch import nn
 
+_RATIOS: list[float] = []  # per-pair ratios of the last paired() call
+
 
 def paired(a, b, repeats: int) -> tuple[float, float]:
-    """Medians (s) of ``a()`` and ``b()`` timed alternately after one warm-up each."""
+    """Medians (s) of ``a()`` and ``b()`` timed alternately after one warm-up each; the
+    per-pair ratios ``t_a / t_b`` are kept for :func:`row` (robust to load drifting)."""
     a(), b()
     ta, tb = [], []
     for i in range(repeats):
@@ -43,11 +47,17 @@ def paired(a, b, repeats: int) -> tuple[float, float]:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
+    _RATIOS[:] = sorted(x / y for x, y in zip(ta, tb, strict=True))
     return statistics.median(ta), statistics.median(tb)
 
 
 def row(name: str, base: str, t_base: float, t_new: float) -> None:
-    print(f"| {name} | {base} | {t_base * 1e3:.2f} | {t_new * 1e3:.2f} | {t_base / t_new:.2f}x |")
+    r = _RATIOS
+    q1, q3 = r[len(r) // 4], r[(3 * len(r)) // 4]
+    print(
+        f"| {name} | {base} | {t_base * 1e3:.2f} | {t_new * 1e3:.2f} | {t_base / t_new:.2f}x | "
+        f"{statistics.median(r):.2f}x ({q1:.2f}-{q3:.2f}) |"
+    )
 
 
 @torch.no_grad()
@@ -129,8 +139,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
         f"torch {torch.__version__} · {args.threads} thread(s) · median of {args.repeats}\n"
     )
-    print("| what | baseline | baseline ms | ShiftAddViT ms | speed-up |")
-    print("|---|---|---|---|---|")
+    print(
+        "| what | baseline | baseline ms | ShiftAddViT ms | speed-up (medians) "
+        "| paired ratio, median (IQR) |"
+    )
+    print("|---|---|---|---|---|---|")
     bench_attention(args.repeats)
     bench_shift_linear(args.repeats)
     if not args.skip_model:

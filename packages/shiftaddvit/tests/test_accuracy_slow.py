@@ -6,11 +6,13 @@ import pytest
 
 from trainforge_shiftaddvit import demo
 
-# Margin: the converted model may lose up to 20 points of held-out accuracy against the same
-# ViT trained for the same extra steps (measured here: 92.3% -> 76.1%; the full demo, with 3x
-# the fine-tuning, 96.6% -> 91.6%), and must stay
-# far above chance (10%). One seed: a CPU toy (about 15 s of compute).
-MARGIN = 20.0
+# Margin, from benchmarks/bench_accuracy_seeds.py (this setting, seeds 0, 1, 2, 2026-12-05):
+# the converted model lost 14.8, 19.5 and 26.6 points of held-out accuracy against the same
+# ViT trained for the same extra steps (mean 20.3, std 5.9; the full demo, with 3x the
+# fine-tuning, loses 5.0). The stated margin is 30 points, above the worst seed, and the
+# model must stay far above chance (10%). One seed here (about 15 s of compute); the spread
+# is the benchmark's.
+MARGIN = 30.0
 
 
 @pytest.mark.slow

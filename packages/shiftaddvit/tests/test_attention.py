@@ -161,3 +161,44 @@ def test_hash_gradient_reaches_the_shared_projection():
     att = AddLinearAttention(16, 2, coder=BinaryCoder(2, 8, anchors=8, topk=3, iters=5)).train()
     att(torch.randn(2, 20, 16)).pow(2).sum().backward()
     assert att.to_qk.weight.grad.abs().sum() > 0 and att.to_v.weight.grad.abs().sum() > 0
+
+
+def test_fast_code_projection_equals_the_kernel_feature_formula():
+    # _project folds mvec into a bias and runs in place without autograd: the same
+    # pre-threshold values as (kappa(x) - mvec) . A and the same codes
+    qk = _qk(b=2, h=3, n=40, d=8, seed=7).double()
+    coder = BinaryCoder(3, 8, nbits=16, anchors=10, topk=5, iters=10, fit="explicit").double()
+    coder.fit(qk)
+    want = torch.einsum("bhnm,hkm->bhnk", coder._kernel(qk), coder.A)
+    with torch.no_grad():
+        torch.testing.assert_close(coder._project(qk), want, atol=1e-12, rtol=1e-10)
+        assert torch.equal(coder(qk), (want > 0).double())
+    x = qk.clone().requires_grad_(True)
+    torch.testing.assert_close(coder._project(x), want, atol=1e-12, rtol=1e-10)
+    # the cached anchor terms follow the buffers (a refit, a loaded state)
+    other = BinaryCoder(3, 8, nbits=16, anchors=10, topk=5, iters=10, fit="explicit").double()
+    other.fit(_qk(b=2, h=3, n=40, d=8, seed=8).double())
+    with torch.no_grad():
+        coder(qk)
+        coder.load_state_dict(other.state_dict())
+        assert torch.equal(coder(qk), other(qk))
+
+
+def test_eval_attention_equals_the_autograd_path_and_follows_weight_updates():
+    torch.manual_seed(0)
+    att = AddLinearAttention(
+        24, 3, qkv_bias=True, coder=BinaryCoder(3, 8, anchors=8, topk=3, iters=5)
+    ).double()
+    x = torch.randn(2, 30, 24, dtype=torch.double)
+    att.train()
+    att(x)
+    att.eval()
+    grad_path = att(x)  # autograd on: separate to_qk / to_v, out-of-place arithmetic
+    with torch.no_grad():
+        fast = att(x)  # fused to_qk/to_v GEMM, in place
+        torch.testing.assert_close(fast, grad_path.detach(), atol=1e-12, rtol=1e-10)
+        att.to_v.weight.mul_(2.0)  # the cached stacked weight must not go stale
+        att.to_qk.bias.add_(0.1)
+        after = att(x)
+    torch.testing.assert_close(after, att(x).detach(), atol=1e-12, rtol=1e-10)
+    assert not torch.allclose(after, fast)

@@ -97,3 +97,35 @@ def test_state_dict_round_trip_is_exact():
     x = torch.randn(10, 6)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
+
+
+def _where_reference(moe, x, idx, gate):
+    dense, shift = moe.experts[0](x), moe.experts[1](x)
+    out = torch.where(idx[:, None] == 0, dense, shift)
+    return out if gate is None else out * gate[:, None]
+
+
+def test_grouped_dispatch_matches_per_token_reference_with_gradients():
+    torch.manual_seed(0)
+    moe = MultShiftMoE(nn.Linear(8, 6)).double().train()
+    x = torch.randn(40, 8, dtype=torch.double, requires_grad=True)
+    torch.manual_seed(1)
+    out = moe(x)
+    torch.manual_seed(1)
+    idx, gate = moe.route(x)  # the same noise: the same routing
+    assert 0 < int((idx == 1).sum()) < 40  # both experts get tokens
+    want = _where_reference(moe, x, idx, gate)
+    torch.testing.assert_close(out, want)
+    g = torch.randn_like(out)
+    got_grads = torch.autograd.grad(out, [x, moe.w_gate, moe.experts[1].shift], g)
+    want_grads = torch.autograd.grad(want, [x, moe.w_gate, moe.experts[1].shift], g)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    # one expert takes every token (no dispatch at all), and an empty batch
+    with torch.no_grad():
+        moe.eval()
+        moe.w_gate.zero_()
+        moe.w_gate[:, 1] = 1.0
+        xp = torch.rand(10, 8, dtype=torch.double)  # positive: expert 1 always wins
+        torch.testing.assert_close(moe(xp), moe.experts[1](xp))
+        assert moe(torch.zeros(0, 8, dtype=torch.double)).shape == (0, 6)

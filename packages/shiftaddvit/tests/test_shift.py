@@ -116,3 +116,22 @@ def test_regression_onto_power_of_two_teacher_drops_mse_tenfold():
     with torch.no_grad():
         after = float(((student(x_eval) - y_eval) ** 2).mean())
     assert after * 10 <= before
+
+
+def test_no_grad_integer_operands_give_the_same_output_and_follow_updates():
+    # without autograd x' = floor(x 2^16) and w' = w 2^-16: every product is the same float
+    torch.manual_seed(0)
+    layer = ShiftLinear.from_linear(nn.Linear(16, 8))
+    x = torch.randn(5, 16) * 3
+    x[0, 0] = 1e6  # clamped to the 16.16 range
+    ref = torch.nn.functional.linear(
+        round_to_fixed(x), layer.dequantized_weight(), round_to_fixed(layer.bias)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref, atol=1e-5, rtol=1e-6)
+        layer.bias.add_(1.0)  # the cached rounded bias must follow
+        layer.shift.sub_(1.0)
+        ref2 = torch.nn.functional.linear(
+            round_to_fixed(x), layer.dequantized_weight(), round_to_fixed(layer.bias)
+        )
+        torch.testing.assert_close(layer(x), ref2, atol=1e-5, rtol=1e-6)

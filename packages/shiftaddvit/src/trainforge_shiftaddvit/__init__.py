@@ -20,6 +20,7 @@ from trainforge_shiftaddvit.convert import (
     count_multiplications,
     reparameterize_vit,
 )
+from trainforge_shiftaddvit.energy import UNIT_ENERGY_PJ, EnergyReport, energy_estimate
 from trainforge_shiftaddvit.finetune import TwoStageResult, two_stage_finetune
 from trainforge_shiftaddvit.moe import (
     LATENCY,
@@ -37,8 +38,10 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "LATENCY",
+    "UNIT_ENERGY_PJ",
     "AddLinearAttention",
     "BinaryCoder",
+    "EnergyReport",
     "MultShiftMoE",
     "ReparamReport",
     "ShiftAddConfig",
@@ -48,6 +51,7 @@ __all__ = [
     "binary_attention_reference",
     "count_multiplications",
     "cv_squared",
+    "energy_estimate",
     "latency_balance_loss",
     "linear_angular_attention",
     "moe_aux_loss",

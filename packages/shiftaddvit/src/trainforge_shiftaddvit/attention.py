@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from trainforge_kernels.binary_scores import binary_scores, pack_bits
+from trainforge_shiftaddvit.shift import _has_hooks
 
 __all__ = [
     "AddLinearAttention",
@@ -127,6 +128,7 @@ class BinaryCoder(nn.Module):
         self.register_buffer("mvec", torch.zeros(1, num_heads, 1, anchors))
         self.register_buffer("anchor", torch.zeros(1, num_heads, anchors, head_dim))
         self.register_buffer("fitted", torch.tensor(mode == "mean"))
+        self._terms: tuple | None = None  # cached functions of the fitted buffers
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -231,8 +233,65 @@ class BinaryCoder(nn.Module):
                     "queries/keys first (or use fit='first_batch' and a training batch)"
                 )
             self.fit(x)
-        y = torch.einsum("bhnm,hkm->bhnk", self._kernel(x), self.A.to(x.dtype))
+        y = self._project(x)
+        if not (torch.is_grad_enabled() and y.requires_grad):
+            return y.gt_(0)  # {0, 1} in place, no new tensor
         return _BinaryQuantizer.apply(y)
+
+    def _fitted_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """``anchor^T [1, H, d, m]``, ``||a||^2 [1, H, 1, m]``, ``A^T [H, m, nbits]`` and
+        ``mvec . A [1, H, 1, nbits]``: they depend on the fitted buffers only, so they are
+        cached per buffer version (without autograd)."""
+        bufs = (self.anchor, self.A, self.mvec)
+        key = (dtype, *((t._version, t.data_ptr(), t.device) for t in bufs))
+        if self._terms is None or self._terms[0] != key:
+            with torch.no_grad():
+                anchor, a_t = self.anchor.to(dtype), self.A.to(dtype).transpose(-1, -2)
+                terms = (
+                    anchor.transpose(-1, -2),
+                    anchor.pow(2).sum(-1).unsqueeze(-2),
+                    a_t,
+                    self.mvec.to(dtype) @ a_t,
+                )
+            self._terms = (key, terms)
+        return self._terms[1]
+
+    def _apply(self, fn, recurse=True):
+        self._terms = None
+        return super()._apply(fn, recurse)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """The code projections ``y = (kappa(x) - mvec) . A`` (``[B, H, N, nbits]``; bit = [y > 0]).
+
+        Computed as ``exp(-k / (2 sigma)) . A - mvec . A`` with ``k`` from one matmul against
+        the anchors: the same values as :meth:`_kernel` then ``einsum`` up to float rounding,
+        in about half the operations (in place when no gradient is needed)."""
+        inplace = not (torch.is_grad_enabled() and (x.requires_grad or self.A.requires_grad))
+        anchor_t, a_sq, a_t, bias = self._fitted_terms(x.dtype)
+        x_sq = x.pow(2).sum(-1, keepdim=True)  # [B, H, N, 1]
+        if inplace:  # fused: k = (||x||^2 + ||a||^2) - 2 x a^T and y = e A^T - mvec A^T
+            B, H, N, d = x.shape
+            m, nbits = a_t.shape[-2:]
+            k = torch.baddbmm(
+                (x_sq + a_sq).view(B * H, N, m),
+                x.reshape(B * H, N, d),
+                anchor_t.expand(B, H, d, m).reshape(B * H, d, m),
+                alpha=-2.0,
+            ).clamp_min_(0)
+            k = k.view(B, H, N, m)
+            sigma = k.mean((-1, -2), keepdim=True).clamp_min_(1e-12).mul_(-2.0)
+            e = k.div_(sigma).exp_().view(B * H, N, m)
+            y = torch.baddbmm(
+                bias.expand(B, H, 1, nbits).reshape(B * H, 1, nbits),
+                e,
+                a_t.expand(B, H, m, nbits).reshape(B * H, m, nbits),
+                alpha=1.0,
+                beta=-1.0,
+            )
+            return y.view(B, H, N, nbits)
+        k = (x_sq + a_sq - 2 * (x @ anchor_t)).clamp_min(0)
+        sigma = k.mean((-1, -2), keepdim=True).clamp_min(1e-12)
+        return torch.exp(-k / (2 * sigma)) @ a_t - bias
 
 
 def linear_angular_attention(codes: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -325,25 +384,60 @@ class AddLinearAttention(nn.Module):
         )
         nn.init.normal_(self.dconv.weight, 0.0, math.sqrt(2.0 / dw_kernel))  # Block._init_weights
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self._fused: tuple | None = None  # (key, stacked to_qk/to_v weight, bias)
+
+    def _qk_v(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``to_qk(x)`` and ``to_v(x)``: one GEMM against the stacked weights when both are
+        plain ``nn.Linear`` and no gradient is needed (the stacked copy is cached per weight
+        version), two calls otherwise."""
+        qk_lin, v_lin = self.to_qk, self.to_v
+        if (
+            torch.is_grad_enabled()
+            or type(qk_lin) is not nn.Linear
+            or type(v_lin) is not nn.Linear
+            or (qk_lin.bias is None) != (v_lin.bias is None)
+            or _has_hooks(qk_lin)
+            or _has_hooks(v_lin)
+        ):
+            return qk_lin(x), v_lin(x)
+        params = (qk_lin.weight, v_lin.weight, qk_lin.bias, v_lin.bias)
+        tensors = [t for t in params if t is not None]
+        key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+        if self._fused is None or self._fused[0] != key:
+            w = torch.cat([qk_lin.weight, v_lin.weight]).detach()
+            b = None if qk_lin.bias is None else torch.cat([qk_lin.bias, v_lin.bias]).detach()
+            self._fused = (key, w, b)
+        _, w, b = self._fused
+        y = nn.functional.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype))
+        return y[..., : self.dim], y[..., self.dim :]
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised shared query/key ``[B, H, N, d]`` and values ``[B, H, N, d]``."""
+        """Normalised shared query/key ``[B, H, N, d]`` and values ``[B, H, N, d]`` (views of
+        the token-major projections: no copies)."""
         B, N, _ = x.shape
-        qk = self.to_qk(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.to_v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
-        return qk / qk.norm(dim=-1, keepdim=True).clamp_min(1e-12), v
+        qk, v = self._qk_v(x)
+        qk = qk.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True)
+        if torch.is_grad_enabled() and norm.requires_grad:
+            return qk / norm.clamp_min(1e-12), v
+        return qk / norm.clamp_min_(1e-12), v
 
-    def token_conv(self, v: torch.Tensor) -> torch.Tensor:
+    def token_conv(self, v: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``self.dconv(v)`` (the per-head ``k x 1`` convolution over tokens, zero padded) as
         ``k`` shifted multiply-adds: the same result, and on CPU about 3.5x faster than
-        the grouped ``Conv2d`` (which took half of the module's time at 3,136 tokens)."""
+        the grouped ``Conv2d`` (which took half of the module's time at 3,136 tokens).
+        With ``out`` (no autograd) the convolution is added to ``out`` in place."""
         k = self.dconv.kernel_size[0]
         n = v.shape[-2]
-        w = self.dconv.weight.to(v.dtype)  # [H, 1, k, 1]
+        w = self.dconv.weight.to(v.dtype).view(-1, k).t().unsqueeze(-1).unsqueeze(-1)  # [k,H,1,1]
         vp = nn.functional.pad(v, (0, 0, k // 2, k // 2))
-        out = vp[:, :, 0:n] * w[:, 0, 0, 0].view(1, -1, 1, 1)
-        for j in range(1, k):  # in place: no intermediate tensors (autograd-safe, see mul)
-            out.addcmul_(vp[:, :, j : j + n], w[:, 0, j, 0].view(1, -1, 1, 1))
+        start = 0
+        if out is None:
+            out = vp[:, :, 0:n] * w[0]
+            start = 1
+        for j in range(start, k):  # in place: no intermediate tensors (autograd-safe, see mul)
+            out.addcmul_(vp[:, :, j : j + n], w[j])
         return out
 
     def forward(self, x: torch.Tensor, *args, attn_mask: torch.Tensor | None = None, **kwargs):
@@ -355,7 +449,16 @@ class AddLinearAttention(nn.Module):
         B, N, C = x.shape
         qk, v = self.heads(x)
         codes = self.coder(qk)
-        out = linear_angular_attention(codes, v)
-        out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        out = out + self.token_conv(v)
+        if torch.is_grad_enabled() and (codes.requires_grad or v.requires_grad):
+            out = linear_angular_attention(codes, v)
+            out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            out = out + self.token_conv(v)
+        else:  # the same arithmetic in place: fewer passes over [B, H, N, d] and no temporaries
+            out = (codes @ (codes.transpose(-1, -2) @ v)).mul_(1.0 / math.pi).add_(v, alpha=0.5)
+            out = out.div_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-12))
+            self.token_conv(v, out=out)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def _apply(self, fn, recurse=True):
+        self._fused = None
+        return super()._apply(fn, recurse)

@@ -272,10 +272,12 @@ def count_multiplications(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Multiplications of one forward pass of ``model`` on ``x``, by kind, counted with hooks.
 
     ``linear``: dense ``nn.Linear`` (tokens x in x out; a MoE's Mult. expert counts only the
-    tokens routed to it), ``conv``: ``nn.Conv2d``, ``attention``: softmax attention products
-    (``q k^T`` and ``attn v``), ``hashing``: the KSH kernel features and code projection of
-    binary attention. Shift layers and the binary ``c (c^T v)`` products count as 0: they are
-    shifts and additions. Elementwise scales and norms are not counted.
+    tokens routed to it), ``conv``: ``nn.Conv2d`` and the binary attention's token
+    convolution, ``attention``: softmax attention products (``q k^T`` and ``attn v``),
+    ``hashing``: the KSH kernel features and code projection of binary attention,
+    ``router``: the MoE gates. Shift layers and the binary ``c (c^T v)`` products count as 0:
+    they are shifts and additions. Elementwise scales and norms are not counted. See
+    :func:`~trainforge_shiftaddvit.energy.energy_estimate` for additions, shifts and energy.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(
@@ -283,49 +285,15 @@ def count_multiplications(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         )
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"count_multiplications: x must be a torch.Tensor, got {type(x).__name__}")
-    classes = _timm_classes()
-    counts = {"linear": 0, "conv": 0, "attention": 0, "hashing": 0}
-    hooks = []
+    from trainforge_shiftaddvit.energy import _count_ops
 
-    def lin_hook(m, inp, out):
-        counts["linear"] += inp[0].numel() // m.in_features * m.in_features * m.out_features
-
-    def conv_hook(m, inp, out):
-        kh, kw = m.kernel_size
-        counts["conv"] += out.numel() * (m.in_channels // m.groups) * kh * kw
-
-    def vit_attn_hook(m, inp, out):
-        B, N, _ = inp[0].shape
-        counts["attention"] += 2 * B * m.num_heads * N * N * m.head_dim
-
-    def pvt_attn_hook(m, inp, out):
-        B, N, _ = inp[0].shape
-        H, W = inp[1] if len(inp) > 1 else (N, 1)
-        sr = m.sr.stride[0] if m.sr is not None else 1
-        nk = (H // sr) * (W // sr) if sr > 1 else N
-        counts["attention"] += 2 * B * m.num_heads * N * nk * m.head_dim
-
-    def coder_hook(m, inp, out):
-        B, H, N, d = inp[0].shape
-        if m.mode == "ksh":
-            counts["hashing"] += B * H * N * m.m * (d + m.nbits)
-
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(lin_hook))
-        elif isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, classes["pvt"]):
-            hooks.append(m.register_forward_hook(pvt_attn_hook))
-        elif isinstance(m, classes["vit"]):
-            hooks.append(m.register_forward_hook(vit_attn_hook))
-        elif isinstance(m, BinaryCoder):
-            hooks.append(m.register_forward_hook(coder_hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    ops = _count_ops(model, x)
+    counts = {
+        "linear": ops["linear"]["mult"],
+        "conv": ops["conv"]["mult"] + ops["token conv"]["mult"],
+        "attention": ops["attention"]["mult"],
+        "hashing": ops["hashing"]["mult"],
+        "router": ops["router"]["mult"],
+    }
     counts["total"] = sum(counts.values())
     return counts

@@ -33,7 +33,7 @@ import math
 import torch
 from torch import nn
 
-from trainforge_shiftaddvit.shift import WEIGHT_BITS, ShiftLinear
+from trainforge_shiftaddvit.shift import WEIGHT_BITS, ShiftLinear, _has_hooks
 
 __all__ = [
     "LATENCY",
@@ -167,6 +167,7 @@ class MultShiftMoE(nn.Module):
             self.register_parameter("w_noise", None)
         self.aux_loss: torch.Tensor = torch.zeros(())
         self.last_shares: torch.Tensor = torch.zeros(n)
+        self._counts: torch.Tensor = torch.zeros(n, dtype=torch.long)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Expert index per token and the gate value to scale its output by (``[T]`` each;
@@ -180,8 +181,10 @@ class MultShiftMoE(nn.Module):
         else:
             std = None
             logits = clean
-        idx = logits.argmax(-1)
-        self.last_shares = torch.bincount(idx, minlength=n).float().detach() / max(len(idx), 1)
+        # of two experts: argmax (first on ties) as one comparison, a fraction of its cost
+        idx = (logits[:, 1] > logits[:, 0]).long() if n == 2 else logits.argmax(-1)
+        self._counts = torch.bincount(idx, minlength=n)
+        self.last_shares = self._counts.float() / max(len(idx), 1)
         needs_grad = torch.is_grad_enabled() and clean.requires_grad
         balance = self.gate_type == "noisy" and self.training
         gate = None  # the gate value is exactly 1: None means nothing to multiply by
@@ -212,27 +215,73 @@ class MultShiftMoE(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
         idx, gate = self.route(flat)
-        grad = torch.is_grad_enabled()
-        # without autograd every row is written in place by exactly one expert
-        out = (flat.new_zeros if grad else flat.new_empty)(flat.shape[0], self.out_features)
-        for e, expert in enumerate(self.experts):
-            rows = (idx == e).nonzero().squeeze(-1)
-            if rows.numel() == 0:
-                continue
-            y = expert(flat.index_select(0, rows))
+        if flat.shape[0] == 0:
+            return self.experts[0](flat).reshape(*lead, self.out_features)
+        # grouped dispatch: one stable sort puts each expert's tokens in one contiguous slice
+        # (spec 5(f)(iii)); one gather in, one GEMM per expert on its slice, one gather back out
+        counts = self._counts.tolist()
+        order = inverse = None
+        if max(counts) < len(idx):
+            order = torch.argsort(idx, stable=True)
+            # scattering back through the inverse permutation with index_select measured
+            # 1.4-3x faster than index_copy_ on one CPU thread
+            inverse = torch.empty_like(order).scatter_(
+                0, order, torch.arange(len(order), device=order.device)
+            )
+        xs = flat if order is None else flat.index_select(0, order)
+        if gate is not None and order is not None:
+            gate = gate.index_select(0, order)
+        bounds = [0]
+        for c in counts:
+            bounds.append(bounds[-1] + c)
+        if torch.is_grad_enabled():
+            parts = [
+                expert(xs[a:b])
+                for expert, a, b in zip(self.experts, bounds[:-1], bounds[1:], strict=True)
+                if b > a
+            ]
+            ys = parts[0] if len(parts) == 1 else torch.cat(parts)
             if gate is not None:
-                y = y * gate.index_select(0, rows)[:, None]
-            if grad:
-                out = out.index_copy(0, rows, y.to(out.dtype))
-            else:
-                out.index_copy_(0, rows, y.to(out.dtype))
-        return out.reshape(*lead, self.out_features)
+                ys = ys * gate[:, None]
+            if order is None:
+                return ys.reshape(*lead, self.out_features)
+            return ys.index_select(0, inverse).reshape(*lead, self.out_features)
+        ys = flat.new_empty(flat.shape[0], self.out_features)
+        for expert, a, b in zip(self.experts, bounds[:-1], bounds[1:], strict=True):
+            if b > a:
+                _linear_into(expert, xs[a:b], ys[a:b])
+        if gate is not None:
+            ys.mul_(gate[:, None])
+        if order is None:
+            return ys.reshape(*lead, self.out_features)
+        return ys.index_select(0, inverse).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"experts={self.kinds}, gate={self.gate_type!r}, latency={self.latency}"
         )
+
+
+def _linear_into(expert: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[:] = expert(x)`` without autograd, the GEMM writing into ``out`` (a contiguous
+    row slice) directly."""
+    if _has_hooks(expert):
+        out.copy_(expert(x))
+        return
+    if type(expert) is nn.Linear:
+        w, b = expert.weight, expert.bias
+    elif isinstance(expert, ShiftLinear):
+        x, w, b = expert.gemm_operands(x)
+    else:  # pragma: no cover - experts are built in __init__
+        out.copy_(expert(x))
+        return
+    if x.dtype != out.dtype or w.dtype != out.dtype:
+        out.copy_(nn.functional.linear(x, w.to(x.dtype), None if b is None else b.to(x.dtype)))
+    elif b is None:
+        torch.mm(x, w.t(), out=out)
+    else:
+        torch.addmm(b, x, w.t(), out=out)
 
 
 def moe_aux_loss(model: nn.Module) -> torch.Tensor:

@@ -39,6 +39,19 @@ ACT_INTEGER_BITS = 16  # LinearShift(act_integer_bits=16)
 ACT_FRACTION_BITS = 16  # LinearShift(act_fraction_bits=16)
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs forward hooks (its own or global ones). The no-autograd
+    fast paths that bypass a submodule's ``forward`` (fused GEMMs, MoE experts writing in
+    place) take the plain path when it is hooked, so hook-based counters see every call."""
+    glob = nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or glob._global_forward_hooks
+        or glob._global_forward_pre_hooks
+    )
+
+
 def shift_range(weight_bits: int) -> tuple[int, int]:
     """Exponent range of a ``weight_bits`` shift weight: ``(-(2^(bits-1) - 2), 0)``, one bit
     being the sign (pvt/deepshift/modules.py ``LinearShift.shift_range``)."""
@@ -172,6 +185,7 @@ class ShiftLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
         self._cache: tuple[tuple, torch.Tensor] | None = None
+        self._operands: tuple | None = None  # (key, w 2^-f, rounded bias) without autograd
 
     @classmethod
     def from_linear(
@@ -239,13 +253,48 @@ class ShiftLinear(nn.Module):
             return self.bias
         return _FixedSTE.apply_fast(self.bias, ACT_INTEGER_BITS, self.act_fraction_bits)
 
+    def gemm_operands(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(x', w', b')`` with ``x' @ w'^T + b'`` equal to ``self(x)``, for use without
+        autograd. With fixed-point inputs ``x' = floor(clamp(x 2^f))`` holds the integers of
+        the 16.16 input and ``w' = w 2^-f`` (still a power of two, so every product is the
+        same float as ``x_fixed * w``): one pass over ``x`` fewer than scaling back. ``w'``
+        and the rounded bias are cached per parameter version."""
+        key = tuple(
+            (t._version, t.data_ptr(), t.device, t.dtype)
+            for t in (self.shift, self.sign, self.bias)
+            if t is not None
+        )
+        if self._operands is None or self._operands[0] != key:
+            with torch.no_grad():
+                w = self._ste_weight()
+                if self.act_fraction_bits is not None:
+                    w = w * 2.0**-self.act_fraction_bits
+                self._operands = (key, w, self._bias())
+        _, w, b = self._operands
+        if self.act_fraction_bits is None:
+            return x, w, b
+        scale = 2.0**self.act_fraction_bits
+        bound = 2.0 ** (ACT_INTEGER_BITS - 1)
+        # floor and clamp at integer bounds commute: floor(clamp(y)) == clamp(floor(y))
+        xi = (x * scale).clamp_(-bound * scale, (bound - 1) * scale).floor_()
+        return xi, w, b
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_fraction_bits is not None:
-            x = _FixedSTE.apply_fast(x, ACT_INTEGER_BITS, self.act_fraction_bits)
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
         if not needs_grad and x.is_cuda and use_triton(x) and x.dtype != torch.float64:
+            if self.act_fraction_bits is not None:
+                x = _FixedSTE.apply_fast(x, ACT_INTEGER_BITS, self.act_fraction_bits)
             sign, expo = self.sign_and_exponent()
             return shift_matmul(x, sign, expo, self._bias())
+        if not needs_grad:
+            xi, w, b = self.gemm_operands(x)
+            return nn.functional.linear(xi, w.to(x.dtype), None if b is None else b.to(x.dtype))
+        if self.act_fraction_bits is not None:
+            x = _FixedSTE.apply_fast(x, ACT_INTEGER_BITS, self.act_fraction_bits)
         return nn.functional.linear(x, self.dequantized_weight().to(x.dtype), self._bias())
 
     def extra_repr(self) -> str:
@@ -257,5 +306,5 @@ class ShiftLinear(nn.Module):
         )
 
     def _apply(self, fn, recurse=True):
-        self._cache = None
+        self._cache = self._operands = None
         return super()._apply(fn, recurse)

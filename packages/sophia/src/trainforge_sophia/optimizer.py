@@ -507,6 +507,9 @@ def _apply_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tenso
     """``fused=True``: the compiled loop for tensors off CUDA; CUDA tensors go through
     :func:`_apply`'s default dispatch (the Triton op)."""
     on_cuda = [i for i, p in enumerate(params) if p.is_cuda]
+    if not on_cuda:  # the common CPU case: no copies of the lists
+        sophia_update_compiled(params, grads, exp_avgs, hessians, **kw)
+        return
     elsewhere = [i for i, p in enumerate(params) if not p.is_cuda]
     if elsewhere:
         sophia_update_compiled(*_pick(elsewhere, params, grads, exp_avgs, hessians), **kw)

@@ -220,6 +220,22 @@ def test_compiled_handles_parameters_and_non_contiguous_tensors(cpu_loop):
     torch.testing.assert_close(p_t.t(), p, rtol=1e-6, atol=1e-7)
 
 
+def test_compiled_bumps_version_counters_like_an_inplace_op(cpu_loop):
+    """p and m are written in place: autograd must see it (a tensor saved for backward
+    and then stepped raises, as after any in-place op); g and h are only read."""
+    p, g, m, h = _inputs((300,), seed=18)
+    w = p.clone().requires_grad_()
+    kw = dict(lr=1e-2, beta1=0.9, rho_bs=64.0, weight_decay=0.1, eps=1e-15)
+    before = [t._version for t in (p, g, m, h)]
+    loss = w.mul(p).sum()  # saves p for backward
+    sophia_update_compiled([p], [g], [m], [h], **kw)
+    after = [t._version for t in (p, g, m, h)]
+    assert after[0] > before[0] and after[2] > before[2]
+    assert after[1] == before[1] and after[3] == before[3]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_compiled_new_lr_is_data_not_a_recompile(monkeypatch):
     from torch._dynamo.utils import counters
 

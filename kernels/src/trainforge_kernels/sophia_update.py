@@ -392,6 +392,14 @@ def _run_native(lib, dtype, slots, values) -> None:
     )  # fmt: skip
 
 
+def _increment_versions(tensors: list[torch.Tensor]) -> None:
+    try:  # one call for the list (newer torch)
+        torch.autograd.graph.increment_version(tensors)
+    except TypeError:  # pragma: no cover - older torch: one tensor a call
+        for t in tensors:
+            torch.autograd.graph.increment_version(t)
+
+
 def sophia_update_compiled(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -434,6 +442,7 @@ def sophia_update_compiled(
     lib = _get_native()
     native: dict[torch.dtype, list[tuple]] = {}
     groups: dict[tuple, list[list[torch.Tensor]]] = {}
+    written: list[torch.Tensor] = []
     values = [lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, rho_bs, eps,
               -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
     with torch.no_grad():
@@ -465,8 +474,12 @@ def sophia_update_compiled(
                 )  # fmt: skip
                 continue
             groups.setdefault((p.device, p.dtype), []).append([_flat_alias(t) for t in slot])
+            written += (p, m)  # the aliases have version counters of their own
         for dt, slots in native.items():
             _run_native(lib, dt, slots, values)
+            # written behind autograd's back: bump p's and m's version counters, as an
+            # in-place torch op would (autograd then still catches a stale saved tensor)
+            _increment_versions([t for slot in slots for t in slot[::2]])
     if not groups:
         return
     try:
@@ -479,6 +492,7 @@ def sophia_update_compiled(
                 scalars = torch.tensor(values, device=device, dtype=compute)
                 for slot in slots:
                     fn(*slot, scalars)
+        _increment_versions(written)
     except Exception as err:  # Inductor raises many types; name the cause once
         raise RuntimeError(
             "sophia_update_compiled: torch.compile could not build the fused update "

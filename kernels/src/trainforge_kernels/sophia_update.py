@@ -16,9 +16,10 @@ negative: those coordinates saturate to sign updates, the paper's ``max(gamma * 
 The Triton kernel reads p, g, m, h once and writes p and m once (6 tensor passes); the
 plain-torch reference runs the same arithmetic as a sequence of in-place ops, with one
 scratch buffer, in the reference code's order, so on CPU it reproduces ``sophia.py``
-exactly. :func:`sophia_update_compiled` is the same one-pass loop for any device, generated
-by ``torch.compile`` (Inductor's vectorised C++ on CPU; it needs a C++ compiler): the CPU
-counterpart of ``torch.optim.AdamW(fused=True)``.
+exactly. :func:`sophia_update_compiled` is the same one-pass loop on lists of tensors, the
+CPU counterpart of ``torch.optim.AdamW(fused=True)``: a small C loop over all float32 and
+float64 tensors at once (built with the system C compiler on first use), and a
+``torch.compile``d loop for other dtypes and devices.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -129,18 +131,84 @@ def _compiled_and_reference(shapes, seed, **flags):
     return ours, ref
 
 
+@pytest.fixture(params=["native", "inductor"])
+def cpu_loop(request, monkeypatch):
+    """Each CPU path of sophia_update_compiled: the C loop (float32/float64) and the
+    torch.compile'd loop (every dtype; forced here with TRAINFORGE_SOPHIA_NATIVE=0)."""
+    if request.param == "inductor":
+        monkeypatch.setenv("TRAINFORGE_SOPHIA_NATIVE", "0")
+    elif sophia_update_module.native_cpu_loop() is None:
+        pytest.skip("no C compiler builds the C loop here")
+    return request.param
+
+
 @pytest.mark.parametrize(("maximize", "clamp_hessian"), [(False, False), (True, True)])
-def test_compiled_matches_reference(maximize, clamp_hessian):
+def test_compiled_matches_reference(maximize, clamp_hessian, cpu_loop):
     shapes = [*SHAPES, (0,), (4099, 3)]
     ours, ref = _compiled_and_reference(shapes, 11, maximize=maximize,
                                         clamp_hessian=clamp_hessian)  # fmt: skip
     for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
-        # the compiler may contract multiply-adds: equal up to float rounding
+        # the loops round each product where the reference fuses: equal up to rounding
         torch.testing.assert_close(m, m_ref, rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(p, p_ref, rtol=1e-6, atol=1e-7)
 
 
-def test_compiled_handles_parameters_and_non_contiguous_tensors():
+def _state(shapes, seed, dtype):
+    out = []
+    for i, shape in enumerate(shapes):
+        p, g, m, h = _inputs(shape, seed=seed + i, dtype=dtype)
+        out.append([p, g, m, h])
+    flat = [t.view(-1) for t in out[0]]
+    if flat[0].numel() >= 8:  # non-finite gradients and Hessians propagate as in torch
+        flat[1][0], flat[1][1], flat[3][2], flat[3][3] = math.nan, math.inf, math.nan, -math.inf
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("maximize", "clamp_hessian"), [(False, False), (True, True)])
+def test_native_loop_equals_compiled_loop_bit_for_bit(dtype, maximize, clamp_hessian,
+                                                     monkeypatch):  # fmt: skip
+    """The C loop (issue #14.7: one call for all tensors, on all threads) computes what
+    the torch.compile'd loop computes, bit for bit, NaN and inf included, on one thread and
+    on two (the split falls inside tensors), for sizes 0 and 1 too."""
+    if sophia_update_module.native_cpu_loop() is None:
+        pytest.skip("no C compiler builds the C loop here")
+    shapes = [(70_001,), (1,), (0,), (3, 333), (40_000,), (7,), (2, 5, 129)]
+    kw = dict(lr=3e-4, beta1=0.965, rho_bs=256.0, weight_decay=0.2, eps=1e-15,
+              maximize=maximize, clamp_hessian=clamp_hessian)  # fmt: skip
+    results = {}
+    threads = torch.get_num_threads()
+    try:
+        for name, n_threads, native in (("one", 1, "1"), ("two", 2, "1"), ("inductor", 1, "0")):
+            monkeypatch.setenv("TRAINFORGE_SOPHIA_NATIVE", native)
+            torch.set_num_threads(n_threads)
+            state = _state(shapes, 30, dtype)
+            sophia_update_compiled(*(list(col) for col in zip(*state, strict=True)), **kw)
+            results[name] = state
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("two", "inductor"):
+        for (p, _, m, _), (p1, _, m1, _) in zip(results[name], results["one"], strict=True):
+            torch.testing.assert_close(p, p1, rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(m, m1, rtol=0, atol=0, equal_nan=True)
+    p, _, m, _ = results["one"][0]
+    assert p.view(-1)[0].isnan() and m.view(-1)[0].isnan() and m.view(-1)[1].isinf()
+
+
+def test_native_loop_falls_back_without_a_compiler(monkeypatch, tmp_path):
+    """No C compiler: the C loop is not built and the compiled loop runs every tensor."""
+    monkeypatch.setattr(sophia_update_module, "_native_lib", None)
+    monkeypatch.setenv("TRAINFORGE_KERNELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert sophia_update_module.native_cpu_loop() is None
+    ours, ref = _compiled_and_reference([(50,), (5, 10)], 17)
+    for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
+        torch.testing.assert_close(m, m_ref, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(p, p_ref, rtol=1e-6, atol=1e-7)
+    monkeypatch.setattr(sophia_update_module, "_native_lib", None)  # rebuilt when needed
+
+
+def test_compiled_handles_parameters_and_non_contiguous_tensors(cpu_loop):
     p, g, m, h = _inputs((6, 40), seed=12)
     h = h.abs()
     param = torch.nn.Parameter(p.clone())
@@ -152,9 +220,26 @@ def test_compiled_handles_parameters_and_non_contiguous_tensors():
     torch.testing.assert_close(p_t.t(), p, rtol=1e-6, atol=1e-7)
 
 
-def test_compiled_new_lr_is_data_not_a_recompile():
+def test_compiled_bumps_version_counters_like_an_inplace_op(cpu_loop):
+    """p and m are written in place: autograd must see it (a tensor saved for backward
+    and then stepped raises, as after any in-place op); g and h are only read."""
+    p, g, m, h = _inputs((300,), seed=18)
+    w = p.clone().requires_grad_()
+    kw = dict(lr=1e-2, beta1=0.9, rho_bs=64.0, weight_decay=0.1, eps=1e-15)
+    before = [t._version for t in (p, g, m, h)]
+    loss = w.mul(p).sum()  # saves p for backward
+    sophia_update_compiled([p], [g], [m], [h], **kw)
+    after = [t._version for t in (p, g, m, h)]
+    assert after[0] > before[0] and after[2] > before[2]
+    assert after[1] == before[1] and after[3] == before[3]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_compiled_new_lr_is_data_not_a_recompile(monkeypatch):
     from torch._dynamo.utils import counters
 
+    monkeypatch.setenv("TRAINFORGE_SOPHIA_NATIVE", "0")  # the torch.compile'd loop
     _compiled_and_reference([(50,), (5, 10)], 13)  # compiled (float32)
     graphs = counters["stats"]["unique_graphs"]
     for lr in (1e-3, 2e-3, 5e-4):
@@ -167,14 +252,15 @@ def test_compiled_new_lr_is_data_not_a_recompile():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
-def test_compiled_one_graph_for_any_list_of_sizes():
-    """Lists of any length, sizes and pattern of equal sizes share one graph per dtype
-    (padded groups of 16, no duck shapes); the results stay exact."""
+def test_compiled_one_graph_for_any_list_of_sizes(monkeypatch):
+    """The torch.compile'd loop: tensors of any size (8, the size of its numbers, too)
+    share one graph per dtype; the results stay exact."""
     from torch._dynamo.utils import counters
 
+    monkeypatch.setenv("TRAINFORGE_SOPHIA_NATIVE", "0")
     _compiled_and_reference([(50,), (5, 10)], 20)  # the float32 graph exists
     graphs = counters["stats"]["unique_graphs"]
-    for seed, shapes in enumerate([[(3, 7)] * 17, [(64,), (2, 2), (64,), (9, 3, 2)],
+    for seed, shapes in enumerate([[(3, 7)] * 17, [(64,), (2, 2), (8,), (9, 3, 2)],
                                    [(1000,), (11,)] * 5]):  # fmt: skip
         ours, ref = _compiled_and_reference(shapes, 21 + seed)
         for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
@@ -192,11 +278,14 @@ def test_compiled_bad_input_and_compile_failure(monkeypatch):
         sophia_update_compiled([p], [g], [m], [h], **{**kw, "lr": -1.0})
     with pytest.raises(ValueError, match="shape"):
         sophia_update_compiled([p], [g[:4]], [m], [h], **kw)
+    with pytest.raises(TypeError, match="floating"):
+        sophia_update_compiled([p], [g.long()], [m], [h], **kw)
 
     def no_compiler(*args):
         raise OSError("no C++ compiler")
 
-    monkeypatch.setattr(sophia_update_module, "_get_compiled_group", lambda: no_compiler)
+    monkeypatch.setenv("TRAINFORGE_SOPHIA_NATIVE", "0")
+    monkeypatch.setattr(sophia_update_module, "_get_compiled_one_pass", lambda: no_compiler)
     with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
         sophia_update_compiled([p], [g], [m], [h], **kw)
 

@@ -16,15 +16,24 @@ negative: those coordinates saturate to sign updates, the paper's ``max(gamma * 
 The Triton kernel reads p, g, m, h once and writes p and m once (6 tensor passes); the
 plain-torch reference runs the same arithmetic as a sequence of in-place ops, with one
 scratch buffer, in the reference code's order, so on CPU it reproduces ``sophia.py``
-exactly. :func:`sophia_update_compiled` is the same one-pass loop for any device, generated
-by ``torch.compile`` (Inductor's vectorised C++ on CPU; it needs a C++ compiler): the CPU
-counterpart of ``torch.optim.AdamW(fused=True)``.
+exactly. :func:`sophia_update_compiled` is the same one-pass loop on lists of tensors, the
+CPU counterpart of ``torch.optim.AdamW(fused=True)``: a small C loop over all float32 and
+float64 tensors at once (built with the system C compiler on first use), and a
+``torch.compile``d loop for other dtypes and devices.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import math
+import os
+import platform
+import shutil
+import subprocess
+from array import array
+from pathlib import Path
 
 import torch
 
@@ -37,7 +46,12 @@ except ImportError:  # pragma: no cover - depends on the platform
     triton = None
     tl = None
 
-__all__ = ["sophia_update", "sophia_update_compiled", "sophia_update_reference"]
+__all__ = [
+    "native_cpu_loop",
+    "sophia_update",
+    "sophia_update_compiled",
+    "sophia_update_reference",
+]
 
 _NAME = "trainforge::sophia_update"
 _BLOCK = 1024
@@ -170,15 +184,145 @@ def _check_numbers(lr, beta1, rho_bs, weight_decay, eps) -> None:
         raise ValueError(f"sophia_update: eps must be > 0, got {eps!r}")
 
 
-# -- the torch.compile'd one-pass update (CPU) -------------------------------------------
-# Tensors per compiled call. Each call pays the compiler's guards and dispatch (20 us with
-# warm caches, 100 us or more right after a pass over the model evicted them): one tensor
-# per call made a 10M-parameter step 1.3-1.4x fused AdamW, 16 per call 1.1x. Shorter lists
-# are padded with tiny dummies so that every call has the same signature (one graph per
-# device and dtypes). The first compile grows with the group: 16 s with an empty Inductor
-# cache on two cores (4 s warm), against 5 s at 8 per call, which ran 1.13x.
-_GROUP = 16
-_PAD_NUMEL = 64  # > 1: sizes 0 and 1 would be specialised (a second graph)
+# -- the one-pass update on CPU ---------------------------------------------------------
+# float32 and float64 run a small C loop (below), built once per machine with the system C
+# compiler and called through ctypes: one call per step and dtype for all tensors, the
+# elements split evenly over torch's threads (it uses OpenMP as ATen does, and joins ATen's
+# own thread pool where both use libgomp). Before it, a torch.compile'd loop ran every
+# tensor: Inductor fused 16 tensors a call into one C++ kernel whose loops ran mostly on one
+# thread (`omp single`), and each call paid compiler guards plus a flat alias per tensor, so
+# a 10M-float step took 2.1x fused AdamW with two threads. Other dtypes still take that
+# compiled loop (one tensor a call), non-contiguous tensors the eager reference.
+_C_SOURCE = r"""
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* sophia_update_compiled's arithmetic, in its order; built with -ffp-contract=off, so
+   every product is rounded (as in Inductor's loop). NaN propagates like torch.maximum
+   and torch.clamp. s: lr, 1 - lr*wd, beta1, 1 - beta1, rho_bs, eps, g_sign, h_floor. */
+#define SOPHIA_LOOP(T, NAME)                                                              \
+static void NAME##_run(T *restrict p, const T *restrict g, T *restrict m,                 \
+                       const T *restrict h, int64_t n, const double *s) {                \
+    const T lr = (T)s[0], decay = (T)s[1], beta1 = (T)s[2], omb1 = (T)s[3];               \
+    const T rho_bs = (T)s[4], eps = (T)s[5], g_sign = (T)s[6], h_floor = (T)s[7];         \
+    for (int64_t j = 0; j < n; j++) {                                                     \
+        T m_new = m[j] * beta1 + (g[j] * g_sign) * omb1;                                  \
+        T hd = h[j] * rho_bs;                                                             \
+        hd = (hd > h_floor || hd != hd) ? hd : h_floor;                                   \
+        T u = m_new / (hd + eps);                                                         \
+        u = u < (T)-1 ? (T)-1 : (u > (T)1 ? (T)1 : u);                                    \
+        p[j] = p[j] * decay - lr * u;                                                     \
+        m[j] = m_new;                                                                     \
+    }                                                                                     \
+}                                                                                         \
+/* count tensors; start[i] is the offset of tensor i in the concatenation of all          \
+   (start[count] the total): each thread takes one contiguous range of it. */             \
+void NAME(int64_t count, T *const *p, T *const *g, T *const *m, T *const *h,              \
+          const int64_t *start, const double *s, int threads) {                          \
+    const int64_t total = start[count];                                                   \
+    _Pragma("omp parallel num_threads(threads) if(threads > 1)")                         \
+    {                                                                                     \
+        int64_t nt = 1, t = 0;                                                            \
+        SOPHIA_THREAD_IDS                                                                 \
+        const int64_t chunk = ((total + nt - 1) / nt + 63) / 64 * 64;                     \
+        const int64_t lo = t * chunk, hi = lo + chunk < total ? lo + chunk : total;       \
+        for (int64_t i = 0; i < count && start[i] < hi; i++) {                            \
+            const int64_t a = start[i], b = start[i + 1];                                 \
+            if (b <= lo) continue;                                                        \
+            const int64_t x = lo > a ? lo - a : 0, y = (hi < b ? hi : b) - a;             \
+            NAME##_run(p[i] + x, g[i] + x, m[i] + x, h[i] + x, y - x, s);                 \
+        }                                                                                 \
+    }                                                                                     \
+}
+
+#ifdef _OPENMP
+#define SOPHIA_THREAD_IDS nt = omp_get_num_threads(); t = omp_get_thread_num();
+#else
+#define SOPHIA_THREAD_IDS
+#endif
+SOPHIA_LOOP(float, sophia_update_f32)
+SOPHIA_LOOP(double, sophia_update_f64)
+"""
+_NATIVE_SYMBOLS = {torch.float32: "sophia_update_f32", torch.float64: "sophia_update_f64"}
+# Below this many elements a step runs on one thread (waking the pool costs more).
+_PARALLEL_MIN = 1 << 16
+_PTR = "Q" if ctypes.sizeof(ctypes.c_void_p) == 8 else "I"
+_native_lib: object = None  # None: not built yet; False: no compiler could build it
+
+
+def _cache_dir() -> Path:
+    """Where the built loop is kept: ``$TRAINFORGE_KERNELS_CACHE``, else
+    ``$XDG_CACHE_HOME/trainforge_kernels`` (``~/.cache/trainforge_kernels``)."""
+    if os.environ.get("TRAINFORGE_KERNELS_CACHE"):
+        return Path(os.environ["TRAINFORGE_KERNELS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "trainforge_kernels"
+
+
+def _cpu_id() -> str:
+    """The CPU's identity in the library's cache key (``-march=native`` builds for it)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build_native() -> ctypes.CDLL | None:
+    """Compile (or load the cached) C loop; None when no C compiler can build it."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if os.name != "posix" or not cc:
+        return None
+    base = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]
+    folder = _cache_dir()
+    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], []):  # best first
+        key = "\0".join([_C_SOURCE, cc, *base, *extra, platform.machine(), _cpu_id()])
+        stem = folder / f"sophia_update_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+        lib_path = stem.with_suffix(".so")
+        try:
+            if not lib_path.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                stem.with_suffix(".c").write_text(_C_SOURCE)
+                tmp = stem.with_suffix(f".{os.getpid()}.tmp")  # then renamed: atomic
+                done = subprocess.run([cc, *base, *extra, str(stem.with_suffix(".c")), "-o",
+                                       str(tmp)], capture_output=True, timeout=300)  # fmt: skip
+                if done.returncode != 0:
+                    tmp.unlink(missing_ok=True)
+                    continue
+                os.replace(tmp, lib_path)
+            lib = ctypes.CDLL(str(lib_path))
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for name in _NATIVE_SYMBOLS.values():
+            fn = getattr(lib, name)
+            fn.restype = None
+            fn.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int]
+        return lib
+    return None
+
+
+def _get_native():
+    """The C loop's library, or None: off with ``TRAINFORGE_SOPHIA_NATIVE=0`` or when no
+    C compiler builds it (then the torch.compile'd loop runs every dtype)."""
+    global _native_lib
+    if os.environ.get("TRAINFORGE_SOPHIA_NATIVE", "1") == "0":
+        return None
+    if _native_lib is None:
+        _native_lib = _build_native() or False
+    return _native_lib or None
+
+
+def native_cpu_loop() -> str | None:
+    """The path of the built C loop that runs float32/float64 CPU tensors in
+    :func:`sophia_update_compiled` (building it on first use), or None when it is off or
+    could not be built (then the ``torch.compile``d loop runs them)."""
+    lib = _get_native()
+    return None if lib is None else lib._name
 
 
 def _one_pass(p, g, m, h, scalars) -> None:
@@ -193,29 +337,23 @@ def _one_pass(p, g, m, h, scalars) -> None:
     m.copy_(m_new)
 
 
-def _one_pass_group(ps, gs, ms, hs, scalars) -> None:
-    """:func:`_one_pass` on ``_GROUP`` tensors: one graph, one loop per tensor."""
-    for p, g, m, h in zip(ps, gs, ms, hs, strict=True):
-        _one_pass(p, g, m, h, scalars)
+_compiled_one_pass = None
 
 
-_compiled_group = None
-
-
-def _get_compiled_group():
-    global _compiled_group
-    if _compiled_group is None:
+def _get_compiled_one_pass():
+    global _compiled_one_pass
+    if _compiled_one_pass is None:
         # dynamic=True: one kernel for every tensor size (per dtype).
-        _compiled_group = torch.compile(_one_pass_group, dynamic=True, fullgraph=True)
-    return _compiled_group
+        _compiled_one_pass = torch.compile(_one_pass, dynamic=True, fullgraph=True)
+    return _compiled_one_pass
 
 
 @contextlib.contextmanager
 def _no_duck_shapes():
-    """Trace with a symbol per size: by default equal sizes share one ("duck shapes"), and
-    groups with different patterns of equal sizes would each need a graph. Only tracing
-    reads the flag (a private one: without it, such groups recompile, still correct). Set
-    directly, as ``_config.patch`` costs ~20 us a call."""
+    """Trace with a symbol per size: by default equal sizes share one ("duck shapes"), and a
+    tensor of 8 elements (the size of ``scalars``) would need a graph of its own. Only
+    tracing reads the flag (a private one: without it, such sizes recompile, still
+    correct). Set directly, as ``_config.patch`` costs ~20 us a call."""
     try:
         from torch.fx.experimental import _config
     except ImportError:  # pragma: no cover - depends on the torch version
@@ -237,17 +375,30 @@ def _flat_alias(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), (t.numel(),))
 
 
-_pads: dict[tuple, list[list[torch.Tensor]]] = {}
+def _run_native(lib, dtype, slots, values) -> None:
+    """One C call for every (p, g, m, h) in ``slots`` (contiguous, on the CPU, ``dtype``)."""
+    ptrs = array(_PTR, [t.data_ptr() for col in zip(*slots, strict=True) for t in col])
+    start = array("q", [0])
+    total = 0
+    for slot in slots:
+        total += slot[0].numel()
+        start.append(total)
+    scalars = array("d", values)
+    threads = torch.get_num_threads() if total >= _PARALLEL_MIN else 1
+    base, _ = ptrs.buffer_info()
+    step = len(slots) * ptrs.itemsize
+    getattr(lib, _NATIVE_SYMBOLS[dtype])(
+        len(slots), base, base + step, base + 2 * step, base + 3 * step,
+        start.buffer_info()[0], scalars.buffer_info()[0], threads,
+    )  # fmt: skip
 
 
-def _padding(key: tuple, count: int) -> list[list[torch.Tensor]]:
-    """``count`` dummy (p, g, m, h) slots for the group ``key`` = (device, p, g, m and h
-    dtypes); the update writes into them, harmlessly, and they are never read."""
-    if key not in _pads:
-        device, *dtypes = key
-        _pads[key] = [[torch.zeros(_PAD_NUMEL, device=device, dtype=dt) for dt in dtypes]
-                      for _ in range(_GROUP)]  # fmt: skip
-    return _pads[key][:count]
+def _increment_versions(tensors: list[torch.Tensor]) -> None:
+    try:  # one call for the list (newer torch)
+        torch.autograd.graph.increment_version(tensors)
+    except TypeError:  # pragma: no cover - older torch: one tensor a call
+        for t in tensors:
+            torch.autograd.graph.increment_version(t)
 
 
 def sophia_update_compiled(
@@ -264,18 +415,24 @@ def sophia_update_compiled(
     maximize: bool = False,
     clamp_hessian: bool = False,
 ) -> None:
-    """The update on lists of tensors, one fused pass per tensor, in place.
+    """The update on lists of tensors, one fused pass per tensor, in place (read p, g, m,
+    h; write p, m), the CPU counterpart of ``torch.optim.AdamW(fused=True)``.
 
-    Contiguous tensors go through one ``torch.compile``d loop each (read p, g, m, h; write
-    p, m), 16 tensors per compiled call, compiled once per process, device and dtypes for
-    all sizes, list lengths and hyper-parameters (Inductor also caches it on disk);
-    non-contiguous and one-element tensors take :func:`sophia_update_reference`. The
-    arithmetic is the kernel's, with two roundings where the eager reference has one: on
-    CPU, ATen's ``add_(alpha=)`` is a fused multiply-add and Inductor compiles with
+    On CPU, contiguous float32 and float64 tensors (p, g, m and h of one dtype) run a C loop
+    built once per machine with the system C compiler (cached in
+    ``~/.cache/trainforge_kernels``, or ``$TRAINFORGE_KERNELS_CACHE``): one call per step
+    and dtype for all tensors, split evenly over ``torch.get_num_threads()`` threads.
+    Other contiguous tensors (bfloat16, float16, mixed dtypes, other devices, or every
+    tensor when no C compiler works or ``TRAINFORGE_SOPHIA_NATIVE=0``) run a
+    ``torch.compile``d loop, one tensor a call, compiled once per process, device and dtypes
+    for all sizes (Inductor also caches it on disk); non-contiguous and one-element tensors
+    in that case take :func:`sophia_update_reference`. Both loops compute the same thing
+    (bit for bit), with two roundings where the eager reference has one: on CPU, ATen's
+    ``add_(alpha=)`` is a fused multiply-add and the loops are compiled with
     ``-ffp-contract=off``, so ``m*beta1 + (1-beta1)*g`` and ``p*decay - lr*u`` round the
     product first (last-ulp differences, which can flip the sign of a near-zero ``m``).
-    Raises ``RuntimeError`` naming the cause when compilation fails (on CPU, Inductor
-    needs a working C++ compiler).
+    Raises ``RuntimeError`` naming the cause when the ``torch.compile``d loop is needed
+    and fails (on CPU, Inductor needs a working C++ compiler).
     """
     if not len(params) == len(grads) == len(exp_avgs) == len(hessians):
         raise ValueError(
@@ -283,9 +440,28 @@ def sophia_update_compiled(
             f"length, got {len(params)}, {len(grads)}, {len(exp_avgs)}, {len(hessians)}"
         )
     _check_numbers(lr, beta1, rho_bs, weight_decay, eps)
+    lib = _get_native()
+    native: dict[torch.dtype, list[tuple]] = {}
     groups: dict[tuple, list[list[torch.Tensor]]] = {}
+    written: list[torch.Tensor] = []
+    values = [lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, rho_bs, eps,
+              -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
     with torch.no_grad():
-        for p, g, m, h in zip(params, grads, exp_avgs, hessians, strict=True):
+        for slot in zip(params, grads, exp_avgs, hessians, strict=True):
+            p, g, m, h = slot
+            dt, shape = p.dtype, p.shape
+            if (  # the common case, checked with few, cheap attribute reads
+                lib is not None
+                and dt in _NATIVE_SYMBOLS
+                and g.dtype is dt and m.dtype is dt and h.dtype is dt
+                and p.is_cpu and g.is_cpu and m.is_cpu and h.is_cpu
+                and g.shape == shape and m.shape == shape and h.shape == shape
+                and p.is_contiguous() and g.is_contiguous() and m.is_contiguous()
+                and h.is_contiguous()
+            ):  # fmt: skip
+                if p.numel():
+                    native.setdefault(dt, []).append(slot)
+                continue
             _check_tensors(p, g, m, h)
             n = p.numel()
             if n == 0:
@@ -298,25 +474,26 @@ def sophia_update_compiled(
                     eps=eps, maximize=maximize, clamp_hessian=clamp_hessian,
                 )  # fmt: skip
                 continue
-            slot = [_flat_alias(t) for t in (p, g, m, h)]
-            groups.setdefault((p.device, p.dtype, g.dtype, m.dtype, h.dtype), []).append(slot)
+            groups.setdefault((p.device, p.dtype), []).append([_flat_alias(t) for t in slot])
+            written += (p, m)  # the aliases have version counters of their own
+        for dt, slots in native.items():
+            _run_native(lib, dt, slots, values)
+            # written behind autograd's back: bump p's and m's version counters, as an
+            # in-place torch op would (autograd then still catches a stale saved tensor)
+            _increment_versions([t for slot in slots for t in slot[::2]])
     if not groups:
         return
-    fn = _get_compiled_group()
-    values = [lr, 1.0 - lr * weight_decay, beta1, 1.0 - beta1, rho_bs, eps,
-              -1.0 if maximize else 1.0, 0.0 if clamp_hessian else -math.inf]  # fmt: skip
     try:
+        fn = _get_compiled_one_pass()
         with torch.no_grad(), _no_duck_shapes():
-            for key, slots in groups.items():
-                device, p_dtype = key[:2]
+            for (device, p_dtype), slots in groups.items():
                 # The numbers in the compute dtype (fp32 for fp32 and lower): float64 numbers
                 # would turn the whole loop into float64 arithmetic, 30% slower on CPU.
                 compute = torch.promote_types(p_dtype, torch.float32)
                 scalars = torch.tensor(values, device=device, dtype=compute)
-                for start in range(0, len(slots), _GROUP):
-                    chunk = slots[start : start + _GROUP]
-                    chunk += _padding(key, _GROUP - len(chunk))
-                    fn(*(list(col) for col in zip(*chunk, strict=True)), scalars)
+                for slot in slots:
+                    fn(*slot, scalars)
+        _increment_versions(written)
     except Exception as err:  # Inductor raises many types; name the cause once
         raise RuntimeError(
             "sophia_update_compiled: torch.compile could not build the fused update "

@@ -121,8 +121,8 @@ def _fsdp_run(rank, world_size, fused, dtype):
 def test_fsdp2_equals_one_process(fused):
     """2 ranks x 8 examples under fully_shard == 1 process on the 16: 5 steps, Hessian
     estimates after steps 2 and 4. float64 (default path): to 1e-12; the fused path runs
-    in float32 (the compiled loop; one graph) and agrees to 1e-5 (reduce-scatter order).
-    The fused case is slow: every rank compiles the loop."""
+    in float32 (the C loop on each rank's shards) and agrees to 1e-5 (reduce-scatter
+    order)."""
     dtype = torch.float32 if fused else torch.float64
     ranks = run_on_ranks(_fsdp_run, 2, fused, dtype, timeout=300)
     model = _mlp(dtype)

@@ -356,10 +356,12 @@ class SophiaG(_Sophia):
             ``torch._foreach_*`` ops on CPU); ``True`` forces ``torch._foreach_*`` ops;
             ``False`` forces one tensor at a time through the torch reference.
         fused: ``True``: one fused pass per tensor on every device, as
-            ``torch.optim.AdamW(fused=True)``: the Triton kernel on CUDA, a
-            ``torch.compile``d loop elsewhere (on CPU it needs a C++ compiler; the first
-            step compiles it, Inductor caches it on disk). Fastest on CPU (see the README's
-            benchmark). Not bit-identical to the reference: the compiled CPU loop rounds
+            ``torch.optim.AdamW(fused=True)``: the Triton kernel on CUDA; on CPU one C
+            loop per step for float32/float64 tensors (built on first use with the system
+            C compiler and cached on disk; see ``sophia_update_compiled``), a
+            ``torch.compile``d loop for other dtypes (needs a C++ compiler). Fastest on
+            CPU (see the README's benchmark). Not bit-identical to the reference: the CPU
+            loops round
             ``(1-beta1)*g`` and ``lr*u`` before adding them, where ATen's ``add_(alpha=)``
             is a fused multiply-add; a last-ulp difference in a near-zero ``m`` can flip
             its sign, so runs drift apart (the README's "Limits" says by how much).
@@ -507,6 +509,9 @@ def _apply_fused(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tenso
     """``fused=True``: the compiled loop for tensors off CUDA; CUDA tensors go through
     :func:`_apply`'s default dispatch (the Triton op)."""
     on_cuda = [i for i, p in enumerate(params) if p.is_cuda]
+    if not on_cuda:  # the common CPU case: no copies of the lists
+        sophia_update_compiled(params, grads, exp_avgs, hessians, **kw)
+        return
     elsewhere = [i for i, p in enumerate(params) if not p.is_cuda]
     if elsewhere:
         sophia_update_compiled(*_pick(elsewhere, params, grads, exp_avgs, hessians), **kw)

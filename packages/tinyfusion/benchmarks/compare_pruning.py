@@ -15,10 +15,10 @@ at 0, 10, 25, 50, 100 and 200 recovery steps, with the kept layers of every meth
 ``--recover-repeats R`` recovers every choice R times (other batches and seeds) to give the
 spread of the final loss; ``--only`` restricts the arms. One JSON line per seed.
 
-Equal-spread check (about 15 min on a loaded machine):
+Spread check (about 15 min on a loaded machine):
 
     OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
-        --seeds 0,1,2,3 --search 1000 --recover-repeats 3 --only "learned 1:2,importance"
+        --seeds 0,1,2,3 --search 100 --recover-repeats 3 --only "learned 1:2,importance"
 """
 
 from __future__ import annotations

@@ -1,16 +1,24 @@
 """Learned (TinyFusion) against importance pruning on the demo task, over seeds.
 
-Recipe (from the repository root; about 25 min for 4 seeds on a loaded 2-core machine):
+Recipe (from the repository root; about 45 min for 4 seeds on a loaded 2-core machine, most of
+it the 1000-step searches):
 
     OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
-        --seeds 0,1,2,3
+        --seeds 0,1,2,3 --search 100,1000
 
 Per seed: a TinyDiT (sklearn digits, depth 8, hidden 32) is pre-trained, then pruned to depth 4
-by learned 1:2 (LoRA, the reference defaults), learned 2:4, learned 1:2 with frozen weights
-(no Delta W), loss importance (drop the 4 layers whose single removal raises the calibration
-loss least) and the BK-SDM oracle pattern. Each choice gets the same recovery batches (AdamW 1e-3)
-and the held-out epsilon-MSE is printed at 0, 10, 25, 50, 100 and 200 recovery steps, with the
-kept layers of every method. One JSON line per seed.
+by learned 1:2 and 2:4 (LoRA, the reference defaults) at every search length of ``--search``,
+learned 1:2 with frozen weights (no Delta W, shortest length only), loss importance (drop the 4
+layers whose single removal raises the calibration loss least) and the BK-SDM oracle pattern.
+Each choice gets the same recovery batches (AdamW 1e-3) and the held-out epsilon-MSE is printed
+at 0, 10, 25, 50, 100 and 200 recovery steps, with the kept layers of every method.
+``--recover-repeats R`` recovers every choice R times (other batches and seeds) to give the
+spread of the final loss; ``--only`` restricts the arms. One JSON line per seed.
+
+Spread check (about 15 min on a loaded machine):
+
+    OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
+        --seeds 0,1,2,3 --search 100 --recover-repeats 3 --only "learned 1:2,importance"
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from trainforge_tinyfusion import (
 )
 from trainforge_tinyfusion.demo import _batches, _digits, _eval_loss, _train
 
-CHECKPOINTS = (10, 25, 50, 100, 200)
+CHECKPOINTS = (10, 25, 50, 100, 200)  # the final step is always evaluated too
 
 
 def main() -> None:
@@ -41,8 +49,24 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=8)
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--pretrain", type=int, default=400)
-    p.add_argument("--search", type=int, default=100)
+    p.add_argument(
+        "--search",
+        default="100",
+        help="comma-separated search lengths in steps; learned 1:2 and 2:4 run at each",
+    )
+    p.add_argument("--no-frozen", action="store_true", help="skip the frozen 1:2 arm (no Delta W)")
     p.add_argument("--recover", type=int, default=200)
+    p.add_argument(
+        "--recover-repeats",
+        type=int,
+        default=1,
+        help="recover every choice this many times (other batches and seeds) for the spread",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated arm names to run (e.g. 'learned 1:2,importance'); default all",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2,3")
     args = p.parse_args()
@@ -65,7 +89,7 @@ def main() -> None:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
             opt.step()
-            if step in CHECKPOINTS:
+            if step in CHECKPOINTS or step == len(batches):
                 curve[step] = _eval_loss(m, diff, xte, yte, 2)
         return curve
 
@@ -74,31 +98,56 @@ def main() -> None:
         torch.manual_seed(seed)
         orig = TinyDiT(8, 2, 1, args.hidden, args.depth, 4)
         _train(orig, diff, _batches(xtr, ytr, args.pretrain, args.batch, seed), 1e-3, seed)
-        search = _batches(xtr, ytr, args.search, args.batch, seed + 1)
-        frozen = TinyFusionConfig(delta_w="frozen")
+        pretrain_s = time.perf_counter() - t0
         imp = importance_pruning(
             orig, _batches(xtr, ytr, 8, args.batch, seed + 2), loss_fn, args.depth // 2, seed=seed
         )
-        kept = {
-            "learned 1:2": learn_depth_pruning(orig, search, loss_fn, keep=1, block=2).kept,
-            "learned 2:4": learn_depth_pruning(orig, search, loss_fn, keep=2, block=4).kept,
-            "learned 1:2 frozen": learn_depth_pruning(
-                orig, search, loss_fn, keep=1, block=2, config=frozen
-            ).kept,
-            "importance": imp.kept,
-            "BK-SDM": bksdm_indices(args.depth, args.depth // 2),
-        }
-        rb = _batches(xtr, ytr, args.recover, args.batch, seed + 3)
+        kept: dict[str, list[int]] = {}
+        search_s: dict[str, float] = {}
+        lengths = [int(n) for n in args.search.split(",")]
+        only = {a.strip() for a in args.only.split(",") if a.strip()}
+        for n in lengths:
+            # the same search batches (and their prefix for a shorter search) for every arm
+            search = _batches(xtr, ytr, n, args.batch, seed + 1)
+            arms = [("learned 1:2", 1, 2, None), ("learned 2:4", 2, 4, None)]
+            if n == lengths[0] and not args.no_frozen:
+                arms.append(("learned 1:2 frozen", 1, 2, TinyFusionConfig(delta_w="frozen")))
+            for name, k, b, cfg in arms:
+                if only and name not in only:
+                    continue
+                label = name if len(lengths) == 1 else f"{name} @{n}"
+                torch.manual_seed(seed + 5)
+                t1 = time.perf_counter()
+                kept[label] = learn_depth_pruning(
+                    orig, search, loss_fn, keep=k, block=b, config=cfg
+                ).kept
+                search_s[label] = round(time.perf_counter() - t1, 1)
+        if not only or "importance" in only:
+            kept["importance"] = imp.kept
+        if not only or "BK-SDM" in only:
+            kept["BK-SDM"] = bksdm_indices(args.depth, args.depth // 2)
         done: dict[tuple[int, ...], dict[int, float]] = {}
-        for layers in kept.values():
-            if tuple(layers) not in done:
-                done[tuple(layers)] = recover(prune_layers(orig, layers), rb, seed + 4)
+        finals: dict[tuple[int, ...], list[float]] = {}
+        for r in range(args.recover_repeats):
+            # repeat 0 is the single run's recovery; the others draw other batches and seeds
+            rb = _batches(xtr, ytr, args.recover, args.batch, seed + 3 + 100 * r)
+            for layers in kept.values():
+                key = tuple(layers)
+                if len(finals.get(key, [])) > r:
+                    continue
+                curve = recover(prune_layers(orig, layers), rb, seed + 4 + 100 * r)
+                done.setdefault(key, curve)
+                finals.setdefault(key, []).append(curve[args.recover])
         row = {
             "seed": seed,
             "original": _eval_loss(orig, diff, xte, yte, 2),
             "kept": kept,
             "importance_scores": [round(s, 4) for s in imp.scores or []],
             "curves": {k: done[tuple(v)] for k, v in kept.items()},
+            "final_by_repeat": {k: finals[tuple(v)] for k, v in kept.items()},
+            "pretrain_steps": args.pretrain,
+            "pretrain_seconds": round(pretrain_s, 1),
+            "search_seconds": search_s,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         print(json.dumps(row), flush=True)

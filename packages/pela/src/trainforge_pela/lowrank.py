@@ -252,8 +252,9 @@ def apply_pela(
     ``init="none"`` builds the structure without the SVD (to load a compressed state dict).
     ``rank_multiple > 1`` (opt-in, not in the reference) rounds each rank down to a multiple
     of it (see :func:`rank_for_ratio`): the model ends up at least as compressed as asked and
-    the thin GEMMs run at SIMD-friendly widths (on CPU, rank 204 of ViT-B's MLP at ratio 3
-    runs well below the rate of 200 or 192; see the README's benchmark).
+    the thin GEMMs run at SIMD-friendly widths (on an AVX-512 CPU, rank 204 of ViT-B's MLP at
+    ratio 3 runs well below the rate of 200 or 192; see the README's benchmark). Rebuilding
+    a compressed model to load its state dict needs the same ``rank_multiple``.
     Warns :class:`NoEffectWarning` when no layer was replaced.
     """
     if not isinstance(model, nn.Module):

@@ -277,3 +277,18 @@ def test_rank_multiple_keeps_small_ranks():
         nn.Sequential(nn.Linear(96, 384)), 3.0, skip=None, rank_multiple=16
     )
     assert wide[0].rank == 16
+
+
+def test_rank_multiple_state_dict_reload(vit, images):
+    student = copy.deepcopy(vit)
+    apply_pela(student, 3.0, rank_multiple=16)
+    state = student.state_dict()
+    fresh = copy.deepcopy(vit)
+    apply_pela(fresh, 3.0, init="none", rank_multiple=16)
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(images), student.eval()(images))
+    other = copy.deepcopy(vit)
+    apply_pela(other, 3.0, init="none")  # the reference's ranks (17) differ from 16
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_state_dict(state)

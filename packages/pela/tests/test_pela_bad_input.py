@@ -42,6 +42,24 @@ def test_ratio_type(ratio):
         compress_linear_layers(nn.Sequential(nn.Linear(16, 16)), ratio)
 
 
+@pytest.mark.parametrize("multiple", [0, -8])
+def test_rank_multiple_below_one_is_refused(multiple):
+    with pytest.raises(ValueError, match="rank_multiple must be >= 1"):
+        rank_for_ratio(768, 3072, 3.0, multiple=multiple)
+    with pytest.raises(ValueError, match="rank_multiple must be >= 1"):
+        apply_pela(nn.Sequential(nn.Linear(16, 16)), 2.0, rank_multiple=multiple)
+
+
+@pytest.mark.parametrize("multiple", [2.5, 8.0, True, "8", None])
+def test_rank_multiple_type(multiple):
+    model = nn.Sequential(nn.Linear(16, 16))
+    with pytest.raises(TypeError, match="rank_multiple must be an int"):
+        rank_for_ratio(768, 3072, 3.0, multiple=multiple)
+    with pytest.raises(TypeError, match="rank_multiple must be an int"):
+        compress_linear_layers(model, 2.0, rank_multiple=multiple)
+    assert isinstance(model[0], nn.Linear)  # refused before any change
+
+
 def test_rank_for_ratio_dimensions():
     with pytest.raises(ValueError, match="m must"):
         rank_for_ratio(0, 8, 2.0)

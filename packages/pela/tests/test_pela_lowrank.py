@@ -228,3 +228,67 @@ def test_transformers_bert_encoder_is_compressed(tmp_path):
     bert.save_pretrained(tmp_path)
     reloaded = transformers.BertForSequenceClassification.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(reloaded(input_ids=ids).logits, logits, atol=1e-5, rtol=1e-4)
+
+
+def test_rank_multiple_rounds_the_reference_rank_down():
+    # ViT-B's MLP at ratio 3: the reference's 204 is not a SIMD multiple (opt-in deviation).
+    assert rank_for_ratio(3072, 768, 3.0) == 204
+    assert rank_for_ratio(3072, 768, 3.0, multiple=1) == 204
+    assert rank_for_ratio(3072, 768, 3.0, multiple=8) == 200
+    assert rank_for_ratio(3072, 768, 3.0, multiple=16) == 192
+    assert rank_for_ratio(3072, 768, 3.0, multiple=32) == 192
+    assert rank_for_ratio(2304, 768, 3.0, multiple=16) == 192  # already a multiple
+    # Below the multiple the reference rank is kept (rounding would give 0).
+    assert rank_for_ratio(64, 64, 3.0) == 10
+    assert rank_for_ratio(64, 64, 3.0, multiple=16) == 10
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 16])
+def test_rank_multiple_parameter_counts(multiple):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(96, 384), nn.GELU(), nn.Linear(384, 96))
+    before = sum(p.numel() for p in model.parameters())
+    weights = {i: model[i].weight.detach().clone() for i in (0, 2)}
+    reference = copy.deepcopy(model)
+    ref_report = apply_pela(reference, 3.0, skip=None)
+    report = apply_pela(model, 3.0, skip=None, rank_multiple=multiple)
+    rank = {1: 25, 8: 24, 16: 16}[multiple]  # floor(96*384 / (3*480)) = 25
+    assert [c.rank for c in report.layers] == [rank, rank]
+    assert [c.rank for c in ref_report.layers] == [25, 25]
+    after = sum(p.numel() for p in model.parameters())
+    assert after == 2 * rank * (96 + 384) + 384 + 96
+    assert report.params_before == before and report.params_after == after
+    # At least as compressed as asked, and as the reference's rule.
+    assert 2 * rank * (96 + 384) <= 2 * 96 * 384 / 3
+    assert after <= ref_report.params_after
+    assert report.rank_multiple == multiple
+    assert ("multiples of" in str(report)) == (multiple > 1)
+    # Still the best rank-r approximation (Eckart-Young) of each weight.
+    for w, c in zip((weights[0], weights[2]), report.layers, strict=True):
+        sigma = torch.linalg.svdvals(w.double())
+        assert c.init_error == pytest.approx(float((sigma[rank:] ** 2).sum()), rel=1e-4)
+
+
+def test_rank_multiple_keeps_small_ranks():
+    model = nn.Sequential(nn.Linear(64, 64))
+    report = apply_pela(model, 3.0, skip=None, rank_multiple=16)
+    assert report.layers[0].rank == 10
+    wide = compress_linear_layers(
+        nn.Sequential(nn.Linear(96, 384)), 3.0, skip=None, rank_multiple=16
+    )
+    assert wide[0].rank == 16
+
+
+def test_rank_multiple_state_dict_reload(vit, images):
+    student = copy.deepcopy(vit)
+    apply_pela(student, 3.0, rank_multiple=16)
+    state = student.state_dict()
+    fresh = copy.deepcopy(vit)
+    apply_pela(fresh, 3.0, init="none", rank_multiple=16)
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(images), student.eval()(images))
+    other = copy.deepcopy(vit)
+    apply_pela(other, 3.0, init="none")  # the reference's ranks (17) differ from 16
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        other.load_state_dict(state)

@@ -10,6 +10,7 @@ from trainforge_unlearnrec import (
     RecGraph,
     UnlearnRecModel,
     adversarial_fake_edges,
+    holdout_split,
     inject_adversarial_edges,
     lightgcn,
     planted_communities,
@@ -188,3 +189,37 @@ def test_holdout_and_finetune_config_reject_bad_input(tiny_graph):
     with pytest.raises(TypeError, match="FinetuneConfig"):
         g, model, req = _setup()
         unlearn(model, g.train, req, PretrainConfig())
+
+
+def test_holdout_split_keeps_every_node_and_rejects_bad_input():
+    g = planted_communities(60, 80, 4, 10, seed=0)
+    fit, val = holdout_split(g.train, 60, 80, 0.2, seed=1)
+    assert fit.size(1) + val.size(1) == g.train.size(1) and val.size(1) > 0.1 * g.train.size(1)
+    assert bool((torch.bincount(fit[0], minlength=60) > 0).all())
+    assert bool((torch.bincount(fit[1], minlength=80) > 0).all())
+    keys = set((fit[0] * 80 + fit[1]).tolist())
+    assert not keys & set((val[0] * 80 + val[1]).tolist())
+    with pytest.raises(ValueError, match="share"):
+        holdout_split(g.train, 60, 80, 1.0)
+    with pytest.raises(ValueError, match="too sparse"):
+        holdout_split(torch.tensor([[0, 1], [0, 1]]), 2, 2, 0.5)
+
+
+def test_guard_uses_unseen_validation_pairs():
+    g, model, req = _setup()
+    zs = zero_shot(model, g.train, req)
+    cfg = FinetuneConfig(epochs=1, steps_per_epoch=4, batch_size=128, lr=0.1, check_every=1)
+    # g.test was never in the graph: the guard ranks it against the remaining train items
+    ft = unlearn(model, g.train, req, cfg, val_pairs=g.test)
+    from trainforge_unlearnrec import recall_at_k, split_request
+
+    remain, _ = split_request(g.train, req, 60, 80)
+    assert ft.val_recalls[0] == pytest.approx(recall_at_k(zs.user_emb, zs.item_emb, remain, g.test))
+    sel = ft.steps.index(ft.selected_step)
+    assert ft.val_recalls[sel] >= ft.val_recalls[0]
+    with pytest.raises(ValueError, match="held out"):
+        unlearn(model, g.train, req, cfg, val_pairs=g.train[:, :3])
+    with pytest.raises(ValueError, match="empty"):
+        unlearn(model, g.train, req, cfg, val_pairs=torch.zeros(2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="only used"):
+        unlearn(model, g.train, req, FinetuneConfig(select="gap"), val_pairs=g.test)

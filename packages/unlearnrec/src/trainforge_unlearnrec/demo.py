@@ -30,6 +30,7 @@ from trainforge_unlearnrec.backbone import lightgcn, train_lightgcn
 from trainforge_unlearnrec.encoder import InfluenceEncoder, UnlearnRecModel
 from trainforge_unlearnrec.graph import (
     RecGraph,
+    holdout_split,
     inject_adversarial_edges,
     inject_random_edges,
     load_movielens_100k,
@@ -70,6 +71,7 @@ class _Setup:
     ft_epochs: int
     ft_steps: int
     ft_check: int = 1  # fine-tuning: check the guard every this many steps
+    val_share: float = 0.05  # validation interactions held out of train for the guard
     adv_ratio: float = 0.5  # adversarial fakes: share of users and of items (lightgcn0.5)
 
 
@@ -125,6 +127,7 @@ class Arms:
 
     graph: RecGraph
     clean: RecGraph
+    val: torch.Tensor
     fake: torch.Tensor
     real: bool
     results: dict[str, dict[str, float]]
@@ -153,6 +156,11 @@ def run_arms(
     torch.manual_seed(seed)
     clean, real = _data(s, seed)
     nu, ni = clean.num_users, clean.num_items
+    # validation interactions for the fine-tuning guard, never seen by any model
+    fit, val = holdout_split(clean.train, nu, ni, s.val_share, seed)
+    clean = clean.with_train(fit)
+    # the attack must not pick a held-out interaction either
+    seen = RecGraph(nu, ni, clean.train, torch.cat([clean.test, val], 1), clean.name)
     kw = {"epochs": s.base_epochs, "batch_size": s.batch, "lr": s.base_lr, "seed": seed}
     # 1. retraining without the fakes (gold standard) = training on the clean graph
     retrained = lightgcn(clean.num_nodes, s.dim, 3, seed=seed)
@@ -161,21 +169,23 @@ def run_arms(
         clean_emb = retrained(clean.edge_index())
     if attack == "adversarial":
         graph, fake = inject_adversarial_edges(
-            clean, clean_emb[:nu], clean_emb[nu:], ratio=s.adv_ratio, seed=seed
+            seen, clean_emb[:nu], clean_emb[nu:], ratio=s.adv_ratio, seed=seed
         )
     else:
         graph, fake = inject_random_edges(
-            clean, max(10, int(s.fake_share * clean.train.size(1))), seed=seed
+            seen, max(10, int(s.fake_share * clean.train.size(1))), seed=seed
         )
+    graph = RecGraph(nu, ni, graph.train, clean.test, clean.name)
     remain, _ = split_request(graph.train, fake, nu, ni)
+    masked = torch.cat([remain, val], 1)  # ranking masks train and validation items
     negatives = sample_non_edges(graph.train, nu, ni, 4096, seed=seed)
 
     def measure(user, item) -> dict[str, float]:
         return {
             "forgotten": float(edge_scores(user, item, fake).mean()),
             "negatives": float(edge_scores(user, item, negatives).mean()),
-            "recall": recall_at_k(user, item, remain, graph.test, 20),
-            "ndcg": ndcg_at_k(user, item, remain, graph.test, 20),
+            "recall": recall_at_k(user, item, masked, graph.test, 20),
+            "ndcg": ndcg_at_k(user, item, masked, graph.test, 20),
         }
 
     base = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
@@ -216,14 +226,14 @@ def run_arms(
     for name, cfg in finetunes.items():
         model.encoder.load_state_dict(enc_state)
         model.init_embeds.data.copy_(e0)
-        ft = unlearn(model, graph.train, fake, cfg)
+        ft = unlearn(model, graph.train, fake, cfg, val if cfg.select == "guarded" else None)
         fts[name] = ft
         results[name] = {
             **measure(ft.user_emb, ft.item_emb),
             "seconds": ft.seconds,
             "selected_step": float(ft.selected_step),
         }
-    return Arms(graph, clean, fake, real, results, pre_log.gaps, pre_log.seconds, fts)
+    return Arms(graph, clean, val, fake, real, results, pre_log.gaps, pre_log.seconds, fts)
 
 
 def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
@@ -266,7 +276,8 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     speed_ft = gold["seconds"] / max(results["UnlearnRec fine-tuned"]["seconds"], 1e-9)
     data_note = (
         f"{graph.name}: {nu} users, {ni} items, {clean.train.size(1)} train / "
-        f"{graph.test.size(1)} test interactions (per-user 80/20 split, seed {seed}); "
+        f"{arms.val.size(1)} validation / {graph.test.size(1)} test interactions (per-user 80/20 "
+        f"split, then {s.val_share:.0%} of train held out for validation; seed {seed}); "
         f"{n_fake} adversarial fake interactions injected into train and then unlearned: "
         f"for a random {s.adv_ratio:g} share of the users and of the items, the counterpart "
         "the clean-graph model scores lowest (make_noise_dataset.py, as the reference's "
@@ -288,8 +299,9 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         f"unlearn_lightgcn_on_gowalla.sh; took {arms.pretrain_seconds:.1f}s. Fine-tuning: "
         f"{s.ft_epochs} epoch(s) x {s.ft_steps} steps, weights (0.2, 0.01), tau 10, MLP and "
         f"E0 trained (fineTune.py); checked every {s.ft_check} steps, kept: the best gap "
-        "among checkpoints whose Recall@20 on 5% held-out remaining interactions is at "
-        f"least the zero-shot encoder's (select='guarded'); kept step {ft.selected_step}.",
+        "among checkpoints whose Recall@20 on validation interactions (5% of train, held "
+        "out before any training) is at least the zero-shot encoder's (select='guarded'); "
+        f"kept step {ft.selected_step}.",
         "Retraining = the clean-graph LightGCN (same pairs, order and seed as retraining on "
         "the attacked graph minus the fakes), trained before the attack.",
         f"Speed-up over retraining: zero-shot {speed_zs:.0f}x, fine-tuned {speed_ft:.1f}x "

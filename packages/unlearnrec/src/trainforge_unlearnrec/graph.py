@@ -323,6 +323,28 @@ def inject_random_edges(graph: RecGraph, num_edges: int, seed: int = 0) -> tuple
     return graph.with_train(torch.cat([graph.train, fake], 1)), fake
 
 
+def holdout_split(
+    pairs: Tensor, num_users: int, num_items: int, share: float = 0.05, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Split ``pairs`` into ``(train, validation)``: a random ``share`` of them held out,
+    except those whose removal would leave a user or an item without any interaction
+    (those stay in train). Used for the fine-tuning guard's validation interactions,
+    which the base model must never have seen."""
+    _check_counts(num_users, num_items)
+    pairs = check_pairs(pairs, num_users, num_items)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share!r}")
+    gen = torch.Generator().manual_seed(seed)
+    val = torch.zeros(pairs.size(1), dtype=torch.bool)
+    val[torch.randperm(pairs.size(1), generator=gen)[: int(share * pairs.size(1))]] = True
+    users = torch.bincount(pairs[0, ~val], minlength=num_users)
+    items = torch.bincount(pairs[1, ~val], minlength=num_items)
+    val &= (users[pairs[0]] > 0) & (items[pairs[1]] > 0)
+    if not bool(val.any()):
+        raise ValueError("holdout_split held out no interaction: the graph is too sparse")
+    return pairs[:, ~val], pairs[:, val]
+
+
 def adversarial_fake_edges(
     user_emb: Tensor,
     item_emb: Tensor,

@@ -165,6 +165,12 @@ def test_guarded_fine_tuning_takes_a_checkpoint_that_keeps_recall_and_stops_earl
                        patience=2),
     )  # fmt: skip
     assert stop.steps == [0, 1, 2]
+    # the steps after the last periodic check are checked too
+    end = unlearn(
+        model, g.train, req,
+        FinetuneConfig(epochs=1, steps_per_epoch=3, batch_size=128, check_every=2),
+    )  # fmt: skip
+    assert end.steps == [0, 2, 3]
 
 
 def test_holdout_and_finetune_config_reject_bad_input(tiny_graph):

@@ -495,6 +495,8 @@ def unlearn(
         log.debug("finetune epoch %d: %s", epoch, out.losses[-1])
         if going and not cfg.check_every:
             going = check(step)
+    if going and cfg.check_every and step % cfg.check_every:
+        check(step)  # the steps after the last periodic check
     if best is not None:
         model.load_state_dict(best, strict=False)
     model.init_embeds.requires_grad_(False)

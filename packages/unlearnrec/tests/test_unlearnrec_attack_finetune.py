@@ -229,3 +229,16 @@ def test_guard_uses_unseen_validation_pairs():
         unlearn(model, g.train, req, cfg, val_pairs=torch.zeros(2, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="only used"):
         unlearn(model, g.train, req, FinetuneConfig(select="gap"), val_pairs=g.test)
+
+
+def test_run_arms_random_attack_and_bad_attack():
+    from trainforge_unlearnrec.demo import _QUICK, run_arms
+
+    arms = run_arms(_QUICK, 0, "random")
+    assert set(arms.results) >= {"retrain", "edge removal", "UnlearnRec zero-shot"}
+    assert arms.fake.size(1) == max(10, int(_QUICK.fake_share * arms.clean.train.size(1)))
+    keys = set((arms.val[0] * arms.graph.num_items + arms.val[1]).tolist())
+    train = arms.graph.train
+    assert not keys & set((train[0] * arms.graph.num_items + train[1]).tolist())
+    with pytest.raises(ValueError, match="attack"):
+        run_arms(_QUICK, 0, "least")

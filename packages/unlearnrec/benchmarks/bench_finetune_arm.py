@@ -1,156 +1,121 @@
-"""The demo's fine-tuned arm alone, on the demo's full ML-100K setup, step by step.
+"""Fine-tuned vs zero-shot vs retraining, over seeds, on the demo's experiment.
 
 Recipe (needs recbole for the data: `pip install --no-deps recbole`):
 
-    uv run python packages/unlearnrec/benchmarks/bench_finetune_arm.py \
-        --cache /tmp/unlearnrec_arm0.pt --params mlp_w,mlp_b,e0 --lr 1e-3 --steps 30
+    OMP_NUM_THREADS=1 uv run python packages/unlearnrec/benchmarks/bench_finetune_arm.py \
+        --users 300 --seeds 0 1 --attack adversarial
 
-The first run trains the demo's base LightGCN (dim 64, 60 epochs), pre-trains the encoder
-(40 x 10 steps) and retrains without the fakes (the gold standard), all as
-`trainforge demo unlearnrec` does with the same seed, and caches them in `--cache`
-(about 15 minutes of one idle core). Later runs load the cache and fine-tune only: the
-zero-shot encoder, then every `--every` steps the Recall@20 (relative to retraining),
-NDCG@20, the fakes' and random non-edges' mean scores. `--params` picks what is trained
-(the reference's fineTune.py trains the MLP weight and bias and a copy of E0).
+Each seed runs `trainforge_unlearnrec.demo.run_arms` (the demo's experiment: clean-graph
+LightGCN = retraining baseline, fake interactions injected, base trained on the attacked
+graph, encoder pre-trained on random requests, zero-shot) and then several fine-tuning
+arms from the same pre-trained encoder, all with the same number of steps:
+
+- `ft reference`: fineTune.py's recipe (MLP + a copy of E0, lr 1e-3, L_u 0.2, L_p 0.01 at
+  tau 10, full passes over the remaining edges) with its selection: the best score gap on
+  the request itself, checked once per epoch (`select="gap"`);
+- `ft guarded`: the same training, checked every `--check` steps, keeping the best-gap
+  checkpoint whose Recall@20 on 5% held-out remaining interactions is at least the
+  zero-shot encoder's (`select="guarded"`, the package default);
+- `ft guarded tol 5%`: the same, accepting validation Recall@20 down to 0.95x zero-shot's;
+- `ft guarded e0 3e-4`: the guard with only E0 trained at lr 3e-4.
+
+The guard's validation interactions are 5% of train held out before any model is trained
+(the demo does the same).
+
+Printed: per seed and as mean +- std over seeds, the fakes' mean score, random non-edges'
+mean score, Recall@20 (and relative to retraining), NDCG@20, the kept fine-tuning step and
+the wall time. `--users 0` runs all of ML-100K with the full demo's schedule.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from trainforge_unlearnrec import (
-    InfluenceEncoder,
-    PretrainConfig,
-    UnlearnRecModel,
-    edge_scores,
-    lightgcn,
-    ndcg_at_k,
-    pretrain,
-    recall_at_k,
-    retrain_without,
-    sample_negatives,
-    sample_non_edges,
-    split_request,
-    train_lightgcn,
-)
-from trainforge_unlearnrec.demo import _FULL, _data
-from trainforge_unlearnrec.graph import inject_random_edges
-from trainforge_unlearnrec.training import Request, unlearning_loss
-
-
-def build(path: Path, seed: int) -> dict:
-    s = _FULL
-    torch.manual_seed(seed)
-    clean, _ = _data(s, seed)
-    graph, fake = inject_random_edges(clean, max(10, int(s.fake_share * clean.train.size(1))), seed)
-    nu, ni = graph.num_users, graph.num_items
-    kw = {"epochs": s.base_epochs, "batch_size": s.batch, "lr": s.base_lr, "seed": seed}
-    base = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
-    train_lightgcn(base, graph.train, nu, ni, **kw)
-    model = UnlearnRecModel(
-        base, InfluenceEncoder(graph.num_nodes, s.dim, 3), nu, ni, graph.edge_index()
-    )
-    cfg = PretrainConfig(
-        epochs=s.pre_epochs, steps_per_epoch=s.pre_steps, batch_size=1024,
-        resample_every=s.resample_every, seed=seed,
-    )  # fmt: skip
-    pretrain(model, graph.train, cfg)
-    remain, _ = split_request(graph.train, fake, nu, ni)
-    rt = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
-    retrain_without(rt, graph.train, fake, nu, ni, **kw)
-    with torch.no_grad():
-        e = rt(graph.edge_index(remain))
-    d = {
-        "graph": graph,
-        "fake": fake,
-        "base": base.state_dict(),
-        "enc": model.encoder.state_dict(),
-        "retrain_recall": recall_at_k(e[:nu], e[nu:], remain, graph.test, 20),
-    }
-    torch.save(d, path)
-    return d
+from trainforge_unlearnrec.demo import _FULL, finetune_config, run_arms
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cache", type=Path, default=Path("unlearnrec_arm0.pt"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--params", default="mlp_w,mlp_b,e0")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--every", type=int, default=10)
-    ap.add_argument("--forget-weight", type=float, default=0.2)
-    ap.add_argument("--align-weight", type=float, default=0.01)
-    ap.add_argument("--align-temp", type=float, default=10.0)
-    ap.add_argument("--align-target", choices=["original", "remaining"], default="original")
+    ap.add_argument("--users", type=int, default=300, help="first N users of ML-100K; 0: all")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--attack", choices=["adversarial", "random"], default="adversarial")
+    ap.add_argument("--base-epochs", type=int, default=None)
+    ap.add_argument("--ft-epochs", type=int, default=6, help="full passes over the edges")
+    ap.add_argument("--check", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    if args.cache.is_file():
-        d = torch.load(args.cache, weights_only=False)
-    else:
-        d = build(args.cache, args.seed)
-    g, fake = d["graph"], d["fake"]
-    nu, ni = g.num_users, g.num_items
-    base = lightgcn(g.num_nodes, 64, 3, seed=args.seed)
-    base.load_state_dict(d["base"])
-    model = UnlearnRecModel(base, InfluenceEncoder(g.num_nodes, 64, 3), nu, ni, g.edge_index())
-    model.encoder.load_state_dict(d["enc"])
-    remain, _ = split_request(g.train, fake, nu, ni)
-    req = Request.build(model, g.train, fake)
-    negs = sample_non_edges(g.train, nu, ni, 4096, seed=args.seed)
-    gold = d["retrain_recall"]
-
-    def report(tag: str) -> None:
-        with torch.no_grad():
-            e = model.embeddings(req.remain_edge_index, req.drop_edge_index)
-        u, i = e[:nu], e[nu:]
-        r = recall_at_k(u, i, remain, g.test, 20)
+    torch.set_num_threads(args.threads)
+    s = _FULL
+    if args.users:
+        s = dataclasses.replace(s, max_users=args.users)
+    if args.base_epochs:
+        s = dataclasses.replace(s, base_epochs=args.base_epochs)
+    rows: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        # every fine-tuning arm: ft_epochs full passes over the remaining edges
+        full = dataclasses.replace(s, ft_epochs=args.ft_epochs, ft_steps=10**6)
+        arms = {
+            "ft reference": finetune_config(full, seed, select="gap", check_every=0),
+            "ft guarded": finetune_config(full, seed, check_every=args.check, recall_tolerance=0.0),
+            "ft guarded tol 5%": finetune_config(
+                full, seed, check_every=args.check, recall_tolerance=0.05
+            ),
+            "ft guarded e0 3e-4": finetune_config(
+                full,
+                seed,
+                check_every=args.check,
+                trainable=("e0",),
+                lr=3e-4,
+                recall_tolerance=0.0,
+            ),
+        }
+        out = run_arms(s, seed, args.attack, arms)
+        gold = out.results["retrain"]["recall"]
+        g = out.graph
         print(
-            f"| {tag} | {r:.4f} ({(r / gold - 1) * 100:+.1f}%) | "
-            f"{ndcg_at_k(u, i, remain, g.test, 20):.4f} | "
-            f"{float(edge_scores(u, i, fake).mean()):.3f} | "
-            f"{float(edge_scores(u, i, negs).mean()):.3f} |",
+            f"\nseed {seed}: {g.name}, {g.num_users} users, {g.num_items} items, "
+            f"{out.clean.train.size(1)} train edges + {out.fake.size(1)} {args.attack} fakes; "
+            f"{time.perf_counter() - t0:.0f}s",
             flush=True,
         )
+        for name, ft in out.finetunes.items():
+            print(
+                f"  {name}: steps {ft.steps}\n    gaps {[round(x, 3) for x in ft.gaps]}\n"
+                f"    held-out recall {[round(x, 4) for x in ft.val_recalls]}; kept "
+                f"{ft.selected_step}",
+                flush=True,
+            )
+        for m, r in out.results.items():
+            r = {**r, "rel": (r["recall"] / gold - 1) * 100}
+            rows.setdefault(m, []).append(r)
+            print(
+                f"  {m:22s} fake {r['forgotten']:7.3f}  non-edge {r['negatives']:6.3f}  "
+                f"R@20 {r['recall']:.4f} ({r['rel']:+.1f}%)  NDCG@20 {r['ndcg']:.4f}  "
+                f"{r['seconds']:.2f}s  kept step {int(r.get('selected_step', -1))}",
+                flush=True,
+            )
 
-    print(f"retrain Recall@20 {gold:.4f}; {args}")
-    print("| step | Recall@20 (vs retrain) | NDCG@20 | fake score | non-edge score |")
-    print("|---|---|---|---|---|")
-    report("0 (zero-shot)")
-    chosen = set(args.params.split(","))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = [model.init_embeds] if "e0" in chosen else []
-    for layer in model.encoder.mlp:
-        params += [layer.weight] if "mlp_w" in chosen else []
-        params += [layer.bias] if "mlp_b" in chosen else []
-    for p in params:
-        p.requires_grad_(True)
-    target = None
-    if args.align_target == "remaining":
-        with torch.no_grad():
-            target = model.backbone.propagate(model.init_embeds, req.remain_edge_index)
-    opt = torch.optim.Adam(params, lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    for step in range(1, args.steps + 1):
-        idx = torch.randint(req.remain_pairs.size(1), (1024,), generator=gen)
-        u, i = req.remain_pairs[0, idx], req.remain_pairs[1, idx]
-        j = sample_negatives(req.remain_pairs, ni, u, gen)
-        loss, _ = unlearning_loss(
-            model, req, u, i, j, args.forget_weight, args.align_weight, args.align_temp,
-            align_target=target,
-        )  # fmt: skip
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % args.every == 0 or step == args.steps:
-            report(str(step))
-    print(f"fine-tuning wall time (with the evaluations): {time.perf_counter() - start:.1f}s")
+    def ms(vals: list[float], fmt: str) -> str:
+        if len(vals) == 1:
+            return format(vals[0], fmt)
+        return f"{format(statistics.mean(vals), fmt)} +- {format(statistics.stdev(vals), fmt)}"
+
+    print(f"\nmean +- std over seeds {args.seeds} ({args.attack} fakes)")
+    print("| method | fake score | non-edge score | Recall@20 | vs retrain | NDCG@20 | s |")
+    print("|---|---|---|---|---|---|---|")
+    for m, rs in rows.items():
+        print(
+            f"| {m} | {ms([r['forgotten'] for r in rs], '.3f')} | "
+            f"{ms([r['negatives'] for r in rs], '.3f')} | {ms([r['recall'] for r in rs], '.4f')} | "
+            f"{ms([r['rel'] for r in rs], '+.1f')}% | {ms([r['ndcg'] for r in rs], '.4f')} | "
+            f"{ms([r['seconds'] for r in rs], '.2f')} |"
+        )
 
 
 if __name__ == "__main__":

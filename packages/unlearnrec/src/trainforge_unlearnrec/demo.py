@@ -1,11 +1,13 @@
 """`trainforge demo unlearnrec`: unlearn fake interactions from a LightGCN on MovieLens-100K.
 
-A LightGCN (PyG, sum over layers as the reference) is trained on ML-100K plus random fake
-interactions. The fakes are then unlearned four ways: full retraining without them (the
-gold standard), plain edge removal (the frozen model propagated over the remaining graph),
-the pre-trained Influence Encoder zero-shot, and the encoder fine-tuned on the request.
-The encoder is pre-trained beforehand on random simulated requests (not on the fakes);
-its cost is reported apart, as the paper amortises it over all future requests.
+A LightGCN (PyG, sum over layers as the reference) is trained on ML-100K plus adversarial
+fake interactions (each chosen node linked to the counterpart a clean-graph model scores
+lowest, as the reference's make_noise_dataset.py and experiments). The fakes are then
+unlearned four ways: full retraining without them (the gold standard), plain edge removal
+(the frozen model propagated over the remaining graph), the pre-trained Influence Encoder
+zero-shot, and the encoder fine-tuned on the request. The encoder is pre-trained
+beforehand on random simulated requests (not on the fakes); its cost is reported apart,
+as the paper amortises it over all future requests.
 
 Without recbole installed, the demo runs on a synthetic planted-community graph instead
 and says so in its report.
@@ -13,6 +15,7 @@ and says so in its report.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import time
@@ -23,10 +26,12 @@ import torch
 
 from trainforge_core.report import DemoReport
 from trainforge_core.technique import Technique
-from trainforge_unlearnrec.backbone import lightgcn, retrain_without, train_lightgcn
+from trainforge_unlearnrec.backbone import lightgcn, train_lightgcn
 from trainforge_unlearnrec.encoder import InfluenceEncoder, UnlearnRecModel
 from trainforge_unlearnrec.graph import (
     RecGraph,
+    holdout_split,
+    inject_adversarial_edges,
     inject_random_edges,
     load_movielens_100k,
     planted_communities,
@@ -37,6 +42,7 @@ from trainforge_unlearnrec.metrics import edge_scores, ndcg_at_k, recall_at_k
 from trainforge_unlearnrec.training import (
     FinetuneConfig,
     PretrainConfig,
+    UnlearnResult,
     pretrain,
     unlearn,
     zero_shot,
@@ -64,10 +70,16 @@ class _Setup:
     resample_every: int
     ft_epochs: int
     ft_steps: int
+    ft_check: int = 1  # fine-tuning: check the guard every this many steps
+    val_share: float = 0.05  # validation interactions held out of train for the guard
+    ft_tolerance: float = 0.05  # the guard accepts validation Recall@20 >= 0.95x zero-shot
+    adv_ratio: float = 0.5  # adversarial fakes: share of users and of items (lightgcn0.5)
 
 
-_QUICK = _Setup(60, 16, 8, 4096, 3e-2, 0.02, 4, 2, 2, 1, 2)
-_FULL = _Setup(None, 64, 60, 2048, 5e-3, 0.02, 40, 10, 5, 3, 10)
+_QUICK = _Setup(60, 16, 8, 4096, 3e-2, 0.02, 4, 2, 2, 1, 2, 1)
+# full: 2 full passes over the remaining edges (about 155 steps of batch 1024), checked
+# every 8 steps; 3 x 10 steps (0.2.x) stopped inside the early dip of Recall@20
+_FULL = _Setup(None, 64, 60, 2048, 5e-3, 0.02, 40, 10, 5, 2, 2500, 8)
 
 
 def _subset(graph: RecGraph, max_users: int) -> RecGraph:
@@ -96,45 +108,98 @@ def _data(s: _Setup, seed: int) -> tuple[RecGraph, bool]:
     return (_subset(g, s.max_users) if s.max_users else g), True
 
 
-def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
-    s = _QUICK if quick else _FULL
+def finetune_config(s: _Setup, seed: int, **overrides: object) -> FinetuneConfig:
+    """The demo's fine-tuning: the reference's loss weights and trainable set, the
+    checkpoint chosen by the validation recall guard (``select="guarded"``, accepting
+    ``1 - s.ft_tolerance`` of zero-shot's validation Recall@20), checked every
+    ``s.ft_check`` steps."""
+    kw: dict[str, object] = {
+        "epochs": s.ft_epochs,
+        "steps_per_epoch": s.ft_steps,
+        "batch_size": 1024,
+        "seed": seed,
+        "select": "guarded",
+        "check_every": s.ft_check,
+        "recall_tolerance": s.ft_tolerance,
+    }
+    kw.update(overrides)
+    return FinetuneConfig(**kw)  # type: ignore[arg-type]
+
+
+@dataclass
+class Arms:
+    """Everything one demo run measured (``results[method]``) and what it was run on."""
+
+    graph: RecGraph
+    clean: RecGraph
+    val: torch.Tensor
+    fake: torch.Tensor
+    real: bool
+    results: dict[str, dict[str, float]]
+    pretrain_gaps: list[float]
+    pretrain_seconds: float
+    finetunes: dict[str, UnlearnResult]
+
+
+def run_arms(
+    s: _Setup,
+    seed: int,
+    attack: str = "adversarial",
+    finetunes: dict[str, FinetuneConfig] | None = None,
+) -> Arms:
+    """Train, attack, and unlearn the fakes with every method (the demo's experiment).
+
+    The clean-graph LightGCN is trained first: it is the retraining baseline (retraining
+    on the attacked graph minus the fakes is the same run: same pairs in the same order,
+    same seed; tested) and, for ``attack="adversarial"``, the model whose least-scored
+    counterparts become the fakes (make_noise_dataset.py, ratio 0.5). ``attack="random"``
+    injects random non-interactions instead (``s.fake_share`` of train). ``finetunes`` maps
+    an arm name to a :class:`FinetuneConfig`; each starts from the same pre-trained encoder.
+    """
+    if attack not in ("adversarial", "random"):
+        raise ValueError(f"attack must be 'adversarial' or 'random', got {attack!r}")
     torch.manual_seed(seed)
     clean, real = _data(s, seed)
-    n_fake = max(10, int(s.fake_share * clean.train.size(1)))
-    graph, fake = inject_random_edges(clean, n_fake, seed=seed)
-    nu, ni = graph.num_users, graph.num_items
+    nu, ni = clean.num_users, clean.num_items
+    # validation interactions for the fine-tuning guard, never seen by any model
+    fit, val = holdout_split(clean.train, nu, ni, s.val_share, seed)
+    clean = clean.with_train(fit)
+    # the attack must not pick a held-out interaction either
+    seen = RecGraph(nu, ni, clean.train, torch.cat([clean.test, val], 1), clean.name)
+    kw = {"epochs": s.base_epochs, "batch_size": s.batch, "lr": s.base_lr, "seed": seed}
+    # 1. retraining without the fakes (gold standard) = training on the clean graph
+    retrained = lightgcn(clean.num_nodes, s.dim, 3, seed=seed)
+    rt_log = train_lightgcn(retrained, clean.train, nu, ni, **kw)
+    with torch.no_grad():
+        clean_emb = retrained(clean.edge_index())
+    if attack == "adversarial":
+        graph, fake = inject_adversarial_edges(
+            seen, clean_emb[:nu], clean_emb[nu:], ratio=s.adv_ratio, seed=seed
+        )
+    else:
+        graph, fake = inject_random_edges(
+            seen, max(10, int(s.fake_share * clean.train.size(1))), seed=seed
+        )
+    graph = RecGraph(nu, ni, graph.train, clean.test, clean.name)
     remain, _ = split_request(graph.train, fake, nu, ni)
+    masked = torch.cat([remain, val], 1)  # ranking masks train and validation items
     negatives = sample_non_edges(graph.train, nu, ni, 4096, seed=seed)
 
     def measure(user, item) -> dict[str, float]:
         return {
             "forgotten": float(edge_scores(user, item, fake).mean()),
             "negatives": float(edge_scores(user, item, negatives).mean()),
-            "recall": recall_at_k(user, item, remain, graph.test, 20),
-            "ndcg": ndcg_at_k(user, item, remain, graph.test, 20),
+            "recall": recall_at_k(user, item, masked, graph.test, 20),
+            "ndcg": ndcg_at_k(user, item, masked, graph.test, 20),
         }
 
-    def train_base(pairs: torch.Tensor, seed_: int):
-        bb = lightgcn(graph.num_nodes, s.dim, 3, seed=seed_)
-        res = train_lightgcn(
-            bb, pairs, nu, ni, epochs=s.base_epochs, batch_size=s.batch, lr=s.base_lr, seed=seed_
-        )
-        return bb, res
-
-    base, base_log = train_base(graph.train, seed)
+    base = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
+    base_log = train_lightgcn(base, graph.train, nu, ni, **kw)
     results: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         emb = base(graph.edge_index())
-        results["original"] = {**measure(emb[:nu], emb[nu:]), "seconds": base_log.seconds}
-    # 1. retraining without the fakes, same recipe (gold standard)
-    retrained = lightgcn(graph.num_nodes, s.dim, 3, seed=seed)
-    _, rt_log = retrain_without(
-        retrained, graph.train, fake, nu, ni,
-        epochs=s.base_epochs, batch_size=s.batch, lr=s.base_lr, seed=seed,
-    )  # fmt: skip
-    with torch.no_grad():
-        emb = retrained(graph.edge_index(remain))
-    results["retrain"] = {**measure(emb[:nu], emb[nu:]), "seconds": rt_log.seconds}
+    results["original"] = {**measure(emb[:nu], emb[nu:]), "seconds": base_log.seconds}
+    results["retrain"] = {**measure(clean_emb[:nu], clean_emb[nu:]), "seconds": rt_log.seconds}
     # 2. plain edge removal: the trained model propagated over the remaining graph
     start = time.perf_counter()
     with torch.no_grad():
@@ -157,13 +222,31 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     pre_log = pretrain(model, graph.train, pre_cfg)
     zs = zero_shot(model, graph.train, fake)
     results["UnlearnRec zero-shot"] = {**measure(zs.user_emb, zs.item_emb), "seconds": zs.seconds}
-    # 4. fine-tune on the real request
-    ft_cfg = FinetuneConfig(
-        epochs=s.ft_epochs, steps_per_epoch=s.ft_steps, batch_size=1024, seed=seed
-    )
-    ft = unlearn(model, graph.train, fake, ft_cfg)
-    results["UnlearnRec fine-tuned"] = {**measure(ft.user_emb, ft.item_emb), "seconds": ft.seconds}
+    # 4. fine-tune on the real request, each arm from the same pre-trained encoder
+    if finetunes is None:
+        finetunes = {"UnlearnRec fine-tuned": finetune_config(s, seed)}
+    enc_state = copy.deepcopy(model.encoder.state_dict())
+    e0 = model.init_embeds.detach().clone()
+    fts: dict[str, UnlearnResult] = {}
+    for name, cfg in finetunes.items():
+        model.encoder.load_state_dict(enc_state)
+        model.init_embeds.data.copy_(e0)
+        ft = unlearn(model, graph.train, fake, cfg, val if cfg.select == "guarded" else None)
+        fts[name] = ft
+        results[name] = {
+            **measure(ft.user_emb, ft.item_emb),
+            "seconds": ft.seconds,
+            "selected_step": float(ft.selected_step),
+        }
+    return Arms(graph, clean, val, fake, real, results, pre_log.gaps, pre_log.seconds, fts)
 
+
+def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
+    s = _QUICK if quick else _FULL
+    arms = run_arms(s, seed, "adversarial")
+    graph, clean, results = arms.graph, arms.clean, arms.results
+    nu, ni, n_fake = graph.num_users, graph.num_items, arms.fake.size(1)
+    ft = arms.finetunes["UnlearnRec fine-tuned"]
     report = DemoReport(
         slug="unlearnrec",
         claim=CLAIM,
@@ -189,8 +272,8 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         report.add_curve(key, xs, [results[m][key] for m in methods], panel, " | ".join(methods))
     report.add_curve(
         "gap on held-out random request",
-        [i * s.resample_every for i in range(len(pre_log.gaps))],
-        pre_log.gaps,
+        [i * s.resample_every for i in range(len(arms.pretrain_gaps))],
+        arms.pretrain_gaps,
         "encoder pre-training",
         "epoch (checked every resample)",
     )
@@ -198,10 +281,14 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
     speed_ft = gold["seconds"] / max(results["UnlearnRec fine-tuned"]["seconds"], 1e-9)
     data_note = (
         f"{graph.name}: {nu} users, {ni} items, {clean.train.size(1)} train / "
-        f"{graph.test.size(1)} test interactions (per-user 80/20 split, seed {seed}); "
-        f"{n_fake} random fake interactions injected into train and then unlearned."
+        f"{arms.val.size(1)} validation / {graph.test.size(1)} test interactions (per-user 80/20 "
+        f"split, then {s.val_share:.0%} of train held out for validation; seed {seed}); "
+        f"{n_fake} adversarial fake interactions injected into train and then unlearned: "
+        f"for a random {s.adv_ratio:g} share of the users and of the items, the counterpart "
+        "the clean-graph model scores lowest (make_noise_dataset.py, as the reference's "
+        "experiments; `run_arms(..., attack='random')` injects random ones)."
     )
-    if not real:
+    if not arms.real:
         data_note = (
             "SYNTHETIC DATA: recbole is not installed (`pip install "
             "trainforge-unlearnrec[ml100k]` for MovieLens-100K). " + data_note
@@ -214,8 +301,16 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "Encoder pre-training (not counted as unlearning time, done once before any "
         f"request): {s.pre_epochs} epochs x {s.pre_steps} steps on random 20% edge drops, "
         f"resampled every {s.resample_every} epochs, weights (1, 0.005, 1e-3) as "
-        f"unlearn_lightgcn_on_gowalla.sh; took {pre_log.seconds:.1f}s. Fine-tuning: "
-        f"{s.ft_epochs} epoch(s) x {s.ft_steps} steps, weights (0.2, 0.01), tau 10.",
+        f"unlearn_lightgcn_on_gowalla.sh; took {arms.pretrain_seconds:.1f}s. Fine-tuning: "
+        f"{s.ft_epochs} epoch(s), {ft.steps[-1]} steps of batch 1024, weights (0.2, 0.01), "
+        "tau 10, MLP and "
+        f"E0 trained (fineTune.py); checked every {s.ft_check} steps, kept: the best gap "
+        "among checkpoints whose Recall@20 on validation interactions (5% of train, held "
+        "out before any training) is at least "
+        f"{1 - s.ft_tolerance:.2f}x the zero-shot encoder's (select='guarded'); "
+        f"kept step {ft.selected_step}.",
+        "Retraining = the clean-graph LightGCN (same pairs, order and seed as retraining on "
+        "the attacked graph minus the fakes), trained before the attack.",
         f"Speed-up over retraining: zero-shot {speed_zs:.0f}x, fine-tuned {speed_ft:.1f}x "
         "(wall time on a shared CPU; noisy).",
         "Forgotten-edge score: mean dot product of the fake edges (lower = more forgotten; "
@@ -223,7 +318,13 @@ def run_demo(quick: bool, out_dir: Path | None, seed: int) -> DemoReport:
         "full ranking over all items, remaining train items masked.",
         f"One seed ({seed}).",
     ]
-    report.details.update(results=results, pretrain_gaps=pre_log.gaps, finetune_gaps=ft.gaps)
+    report.details.update(
+        results=results,
+        pretrain_gaps=arms.pretrain_gaps,
+        finetune_gaps=ft.gaps,
+        finetune_val_recalls=ft.val_recalls,
+        finetune_steps=ft.steps,
+    )
     if out_dir is not None:
         path = _plot(results, Path(out_dir) / "unlearnrec.png", graph.name)
         if path is not None:

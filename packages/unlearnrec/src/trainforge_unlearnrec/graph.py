@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,6 +320,103 @@ def inject_random_edges(graph: RecGraph, num_edges: int, seed: int = 0) -> tuple
             taken.add(key)
             fakes.append((u, i))
     fake = torch.tensor(fakes, dtype=torch.long).t()
+    return graph.with_train(torch.cat([graph.train, fake], 1)), fake
+
+
+def holdout_split(
+    pairs: Tensor, num_users: int, num_items: int, share: float = 0.05, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Split ``pairs`` into ``(train, validation)``: a random ``share`` of them held out,
+    except those whose removal would leave a user or an item without any interaction
+    (those stay in train). Used for the fine-tuning guard's validation interactions,
+    which the base model must never have seen."""
+    _check_counts(num_users, num_items)
+    pairs = check_pairs(pairs, num_users, num_items)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share!r}")
+    gen = torch.Generator().manual_seed(seed)
+    val = torch.zeros(pairs.size(1), dtype=torch.bool)
+    val[torch.randperm(pairs.size(1), generator=gen)[: int(share * pairs.size(1))]] = True
+    users = torch.bincount(pairs[0, ~val], minlength=num_users)
+    items = torch.bincount(pairs[1, ~val], minlength=num_items)
+    val &= (users[pairs[0]] > 0) & (items[pairs[1]] > 0)
+    if not bool(val.any()):
+        raise ValueError("holdout_split held out no interaction: the graph is too sparse")
+    return pairs[:, ~val], pairs[:, val]
+
+
+def adversarial_fake_edges(
+    user_emb: Tensor,
+    item_emb: Tensor,
+    ratio: float = 0.5,
+    exclude: Tensor | None = None,
+    seed: int = 0,
+) -> Tensor:
+    """The reference's adversarial fake interactions (least-scored counterparts).
+
+    For a random ``ratio`` share of the users, the item each one scores lowest under the
+    embeddings; for a random ``ratio`` share of the items, the user scoring it lowest
+    (Shuvayu12/UnlearnRec2:make_noise_dataset.py ``find_least_related_edges_smp``, whose
+    experiments use ratio 0.5: ``--adv_method lightgcn0.5``). Pairs in ``exclude`` (a
+    ``(2, E)`` tensor, e.g. the train and test interactions) are never chosen, and a pair
+    picked from both sides is returned once (the reference's COO matrix would merge it).
+    Returns a ``(2, M)`` tensor of (user, item) pairs.
+    """
+    for name, t in (("user_emb", user_emb), ("item_emb", item_emb)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or not t.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a float tensor of shape (n, d)")
+    if user_emb.size(1) != item_emb.size(1) or user_emb.size(0) < 1 or item_emb.size(0) < 1:
+        raise ValueError(
+            f"user_emb {tuple(user_emb.shape)} and item_emb {tuple(item_emb.shape)} need "
+            "at least one row each and the same width"
+        )
+    if not torch.isfinite(user_emb).all() or not torch.isfinite(item_emb).all():
+        raise ValueError("user_emb and item_emb must be finite")
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    nu, ni = user_emb.size(0), item_emb.size(0)
+    with torch.no_grad():
+        scores = user_emb @ item_emb.t()
+        if exclude is not None:
+            exclude = check_pairs(exclude, nu, ni, "exclude")
+            scores[exclude[0], exclude[1]] = math.inf
+    gen = torch.Generator().manual_seed(seed)
+    users = torch.randperm(nu, generator=gen)[: int(ratio * nu)]
+    items = torch.randperm(ni, generator=gen)[: int(ratio * ni)]
+    if users.numel() + items.numel() == 0:
+        raise ValueError(f"ratio={ratio} selects no user and no item")
+    u_side = scores[users]
+    i_side = scores[:, items]
+    if bool(torch.isinf(u_side).all(1).any()) or bool(torch.isinf(i_side).all(0).any()):
+        raise ValueError("a chosen node is linked to every counterpart: no fake edge is left")
+    pairs = torch.cat(
+        [
+            torch.stack([users, u_side.argmin(1)]),
+            torch.stack([i_side.argmin(0), items]),
+        ],
+        1,
+    )
+    keys = torch.unique(pair_keys(pairs, ni))
+    return torch.stack([keys // ni, keys % ni])
+
+
+def inject_adversarial_edges(
+    graph: RecGraph, user_emb: Tensor, item_emb: Tensor, ratio: float = 0.5, seed: int = 0
+) -> tuple[RecGraph, Tensor]:
+    """Add :func:`adversarial_fake_edges` (scored by a model trained on ``graph``) to the
+    training graph; train and test interactions are never chosen.
+
+    Returns the attacked graph and the fake pairs: the unlearning request to evaluate.
+    """
+    if not isinstance(graph, RecGraph):
+        raise TypeError(f"graph must be a RecGraph, got {type(graph).__name__}")
+    if user_emb.size(0) != graph.num_users or item_emb.size(0) != graph.num_items:
+        raise ValueError(
+            f"embeddings have {user_emb.size(0)} users / {item_emb.size(0)} items; the graph "
+            f"has {graph.num_users} / {graph.num_items}"
+        )
+    taken = torch.cat([graph.train, graph.test], 1)
+    fake = adversarial_fake_edges(user_emb, item_emb, ratio, taken, seed)
     return graph.with_train(torch.cat([graph.train, fake], 1)), fake
 
 

@@ -342,6 +342,10 @@ def pretrain(
 
 @dataclass
 class UnlearnResult:
+    """What :func:`unlearn` and :func:`zero_shot` return: the unlearned user and item
+    embeddings, the pairs left after the request, the score gap on the request at each check
+    (and the losses), and the wall time."""
+
     user_emb: Tensor
     item_emb: Tensor
     remain_pairs: Tensor

@@ -200,11 +200,25 @@ def test_native_loop_falls_back_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setattr(sophia_update_module, "_native_lib", None)
     monkeypatch.setenv("TRAINFORGE_KERNELS_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    assert sophia_update_module.native_cpu_loop() is None
+    with pytest.warns(RuntimeWarning, match="TRAINFORGE_SOPHIA_NATIVE=0"):
+        assert sophia_update_module.native_cpu_loop() is None
     ours, ref = _compiled_and_reference([(50,), (5, 10)], 17)
     for (p, _, m, _), (p_ref, _, m_ref, _) in zip(ours, ref, strict=True):
         torch.testing.assert_close(m, m_ref, rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(p, p_ref, rtol=1e-6, atol=1e-7)
+    monkeypatch.setattr(sophia_update_module, "_native_lib", None)  # rebuilt when needed
+
+
+def test_native_loop_warns_when_its_cache_is_not_writable(monkeypatch, tmp_path):
+    """A cache folder that cannot be created is named in the warning, not passed over."""
+    if sophia_update_module.native_cpu_loop() is None:
+        pytest.skip("no C compiler builds the C loop here")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(sophia_update_module, "_native_lib", None)
+    monkeypatch.setenv("TRAINFORGE_KERNELS_CACHE", str(blocker / "cache"))
+    with pytest.warns(RuntimeWarning, match="a-file"):
+        assert sophia_update_module.native_cpu_loop() is None
     monkeypatch.setattr(sophia_update_module, "_native_lib", None)  # rebuilt when needed
 
 

@@ -26,18 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
 from array import array
-from pathlib import Path
 
 import torch
 
 from trainforge_kernels._dispatch import BenchCase, register_kernel, use_triton
+from trainforge_kernels._native import build_c_library, warn_fallback
 
 try:  # Triton is optional: without it (or without CUDA) the torch reference runs.
     import triton
@@ -252,58 +248,17 @@ _PTR = "Q" if ctypes.sizeof(ctypes.c_void_p) == 8 else "I"
 _native_lib: object = None  # None: not built yet; False: no compiler could build it
 
 
-def _cache_dir() -> Path:
-    """Where the built loop is kept: ``$TRAINFORGE_KERNELS_CACHE``, else
-    ``$XDG_CACHE_HOME/trainforge_kernels`` (``~/.cache/trainforge_kernels``)."""
-    if os.environ.get("TRAINFORGE_KERNELS_CACHE"):
-        return Path(os.environ["TRAINFORGE_KERNELS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "trainforge_kernels"
-
-
-def _cpu_id() -> str:
-    """The CPU's identity in the library's cache key (``-march=native`` builds for it)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _build_native() -> ctypes.CDLL | None:
-    """Compile (or load the cached) C loop; None when no C compiler can build it."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if os.name != "posix" or not cc:
+    """Compile (or load the cached) C loop; None (after a warning) when nothing builds it."""
+    lib, reason = build_c_library("sophia_update", _C_SOURCE)
+    if lib is None:
+        warn_fallback("sophia_update_compiled", reason, "TRAINFORGE_SOPHIA_NATIVE")
         return None
-    base = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]
-    folder = _cache_dir()
-    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], []):  # best first
-        key = "\0".join([_C_SOURCE, cc, *base, *extra, platform.machine(), _cpu_id()])
-        stem = folder / f"sophia_update_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
-        lib_path = stem.with_suffix(".so")
-        try:
-            if not lib_path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                stem.with_suffix(".c").write_text(_C_SOURCE)
-                tmp = stem.with_suffix(f".{os.getpid()}.tmp")  # then renamed: atomic
-                done = subprocess.run([cc, *base, *extra, str(stem.with_suffix(".c")), "-o",
-                                       str(tmp)], capture_output=True, timeout=300)  # fmt: skip
-                if done.returncode != 0:
-                    tmp.unlink(missing_ok=True)
-                    continue
-                os.replace(tmp, lib_path)
-            lib = ctypes.CDLL(str(lib_path))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        for name in _NATIVE_SYMBOLS.values():
-            fn = getattr(lib, name)
-            fn.restype = None
-            fn.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int]
-        return lib
-    return None
+    for name in _NATIVE_SYMBOLS.values():
+        fn = getattr(lib, name)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int]
+    return lib
 
 
 def _get_native():

@@ -30,6 +30,7 @@ import math
 import torch
 from torch import nn
 
+from trainforge_kernels.add_attention import add_attention_cpu, native_add_attention
 from trainforge_kernels.binary_scores import binary_scores, pack_bits
 from trainforge_shiftaddvit.shift import _has_hooks
 
@@ -129,6 +130,16 @@ class BinaryCoder(nn.Module):
         self.register_buffer("anchor", torch.zeros(1, num_heads, anchors, head_dim))
         self.register_buffer("fitted", torch.tensor(mode == "mean"))
         self._terms: tuple | None = None  # cached functions of the fitted buffers
+        self._fitted_key: tuple | None = None  # ((version, data_ptr), bool(fitted))
+
+    def _is_fitted(self) -> bool:
+        """Whether the codes are fitted (``mode="mean"`` needs no fit). The flag is a buffer;
+        its Python value is cached per buffer version, so the check costs no tensor read."""
+        f = self.fitted
+        key = (f._version, f.data_ptr())
+        if self._fitted_key is None or self._fitted_key[0] != key:
+            self._fitted_key = (key, bool(f))
+        return self._fitted_key[1]
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -226,7 +237,7 @@ class BinaryCoder(nn.Module):
             hard = (x > x.mean()).to(x.dtype)
             soft = x.clamp(0, 1)
             return hard.detach() - soft.detach() + soft
-        if not bool(self.fitted):
+        if not self._is_fitted():
             if self.fit_mode == "explicit" or not self.training:
                 raise RuntimeError(
                     "BinaryCoder is not fitted: call .fit(x) on a batch of normalised "
@@ -258,6 +269,7 @@ class BinaryCoder(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self._terms = None
+        self._fitted_key = None
         return super()._apply(fn, recurse)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
@@ -447,6 +459,18 @@ class AddLinearAttention(nn.Module):
         if attn_mask is not None:
             raise ValueError("AddLinearAttention: attention masks are not supported")
         B, N, C = x.shape
+        if self._use_native(x):
+            qk, v = self._qk_v(x)
+            coder, H = self.coder, self.num_heads
+            out = add_attention_cpu(
+                qk,
+                v,
+                coder.anchor.view(H, coder.m, self.head_dim),
+                coder.A,
+                coder.mvec.view(H, coder.m),
+                self.dconv.weight.view(H, -1),
+            )
+            return self.proj(out)
         qk, v = self.heads(x)
         codes = self.coder(qk)
         if torch.is_grad_enabled() and (codes.requires_grad or v.requires_grad):
@@ -458,6 +482,29 @@ class AddLinearAttention(nn.Module):
             out = out.div_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-12))
             self.token_conv(v, out=out)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def _use_native(self, x: torch.Tensor) -> bool:
+        """Whether the no-autograd forward runs the fused C loop
+        (``trainforge_kernels.add_attention_cpu``): a fitted KSH coder, float32/float64 CPU
+        tensors whose dtype the coder's buffers and the token convolution share, no gradient
+        needed, no hooks on the coder or the convolution (hook-based counters see every call),
+        and the loop built (``TRAINFORGE_ADDATTN_NATIVE=0`` turns it off)."""
+        coder, w = self.coder, self.dconv.weight
+        if (
+            x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64)
+            or coder.mode != "ksh"
+            or coder.A.dtype != x.dtype
+            or w.dtype != x.dtype
+            or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            or _has_hooks(coder)
+            or _has_hooks(self.dconv)
+            or not coder._is_fitted()
+        ):
+            return False
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=True)):
+            return False
+        return native_add_attention() is not None
 
     def _apply(self, fn, recurse=True):
         self._fused = None

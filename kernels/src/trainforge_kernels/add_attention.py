@@ -34,16 +34,12 @@ torch reference); :func:`native_add_attention` says which library is in use.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import math
 import os
-import platform
-import shutil
-import subprocess
 
 import torch
 
-from trainforge_kernels.sophia_update import _cache_dir, _cpu_id
+from trainforge_kernels._cpu_build import build_library
 
 __all__ = ["add_attention_cpu", "add_attention_reference", "native_add_attention"]
 
@@ -294,45 +290,19 @@ _PARALLEL_MIN = 4096
 _native_lib: object = None  # None: not built yet; False: no compiler could build it
 
 
+_ARGTYPES = [
+    *[ctypes.c_int64] * 7,
+    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+    *[ctypes.c_void_p] * 5,
+    ctypes.c_int,
+]  # fmt: skip
+
+
 def _build_native() -> ctypes.CDLL | None:
     """Compile (or load the cached) C loop; None when no C compiler can build it."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if os.name != "posix" or not cc:
-        return None
-    base = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared"]
-    folder = _cache_dir()
-    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], []):  # best first
-        key = "\0".join([_C_SOURCE, cc, *base, *extra, platform.machine(), _cpu_id()])
-        stem = folder / f"add_attention_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
-        lib_path = stem.with_suffix(".so")
-        try:
-            if not lib_path.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                src = stem.with_suffix(f".{os.getpid()}.c")
-                src.write_text(_C_SOURCE)
-                tmp = stem.with_suffix(f".{os.getpid()}.tmp")  # then renamed: atomic
-                done = subprocess.run([cc, *base, *extra, str(src), "-o", str(tmp), "-lm"],
-                                      capture_output=True, timeout=300)  # fmt: skip
-                src.unlink(missing_ok=True)
-                if done.returncode != 0:
-                    tmp.unlink(missing_ok=True)
-                    continue
-                os.replace(tmp, lib_path)
-            lib = ctypes.CDLL(str(lib_path))
-        except (OSError, subprocess.SubprocessError):
-            continue
-        for name in _SYMBOLS.values():
-            fn = getattr(lib, name)
-            fn.restype = ctypes.c_int
-            fn.argtypes = [
-                *[ctypes.c_int64] * 7,
-                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                *[ctypes.c_void_p] * 5,
-                ctypes.c_int,
-            ]  # fmt: skip
-        return lib
-    return None
+    symbols = {name: (ctypes.c_int, _ARGTYPES) for name in _SYMBOLS.values()}
+    return build_library("add_attention", _C_SOURCE, symbols)
 
 
 def _get_native():

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from trainforge_kernels._dispatch import use_triton
+from trainforge_kernels.fixed_point import fixed_point_floor_cpu
 from trainforge_kernels.shift_matmul import shift_matmul
 
 __all__ = [
@@ -277,8 +278,9 @@ class ShiftLinear(nn.Module):
             return x, w, b
         scale = 2.0**self.act_fraction_bits
         bound = 2.0 ** (ACT_INTEGER_BITS - 1)
-        # floor and clamp at integer bounds commute: floor(clamp(y)) == clamp(floor(y))
-        xi = (x * scale).clamp_(-bound * scale, (bound - 1) * scale).floor_()
+        # floor and clamp at integer bounds commute: floor(clamp(y)) == clamp(floor(y)).
+        # On CPU one C pass (trainforge_kernels.fixed_point), bit for bit the three torch ops
+        xi = fixed_point_floor_cpu(x, scale, -bound * scale, (bound - 1) * scale)
         return xi, w, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -258,3 +258,24 @@ def test_fused_cpu_loop_steps_aside_for_hooks_and_unfitted_coders():
     fresh = AddLinearAttention(16, 2, coder=BinaryCoder(2, 8, anchors=6, topk=3, iters=5))
     with torch.no_grad(), pytest.raises(RuntimeError, match="not fitted"):
         fresh.eval()(x)
+
+
+def test_shift_qk_and_v_run_as_one_rounding_and_one_gemm_with_the_same_output():
+    from trainforge_shiftaddvit import ShiftLinear
+
+    att, x = _fitted_attention(24, 3, 33, torch.float64, seed=4)
+    att.to_qk = ShiftLinear.from_linear(att.to_qk).double()
+    att.to_v = ShiftLinear.from_linear(att.to_v).double()
+    calls = []
+    att.to_qk.gemm_operands = (lambda f: lambda x: calls.append(1) or f(x))(att.to_qk.gemm_operands)
+    with torch.no_grad():
+        qk, v = att._qk_v(x)
+        assert len(calls) == 1  # one rounding for both
+        torch.testing.assert_close(qk, att.to_qk(x), atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(v, att.to_v(x), atol=1e-12, rtol=1e-12)
+        fast = att(x)
+        att.to_v.shift.sub_(1.0)  # the stacked weights follow the parameters
+        after = att(x)
+    grad_path = att(x).detach()
+    torch.testing.assert_close(after, grad_path, atol=1e-12, rtol=1e-10)
+    assert not torch.allclose(after, fast)

@@ -32,7 +32,7 @@ from torch import nn
 
 from trainforge_kernels.add_attention import add_attention_cpu, native_add_attention
 from trainforge_kernels.binary_scores import binary_scores, pack_bits
-from trainforge_shiftaddvit.shift import _has_hooks
+from trainforge_shiftaddvit.shift import ShiftLinear, _has_hooks
 
 __all__ = [
     "AddLinearAttention",
@@ -403,6 +403,25 @@ class AddLinearAttention(nn.Module):
         plain ``nn.Linear`` and no gradient is needed (the stacked copy is cached per weight
         version), two calls otherwise."""
         qk_lin, v_lin = self.to_qk, self.to_v
+        if (
+            not torch.is_grad_enabled()
+            and type(qk_lin) is ShiftLinear
+            and type(v_lin) is ShiftLinear
+            and qk_lin.act_fraction_bits == v_lin.act_fraction_bits
+            and (qk_lin.bias is None) == (v_lin.bias is None)
+            and not _has_hooks(qk_lin)
+            and not _has_hooks(v_lin)
+        ):  # one fixed-point rounding of x and one GEMM against the stacked shift weights
+            w_qk, b_qk = qk_lin._weight_operands()
+            w_v, b_v = v_lin._weight_operands()
+            key = (qk_lin._operands[0], v_lin._operands[0])
+            if self._fused is None or self._fused[0] != key:
+                b = None if b_qk is None else torch.cat([b_qk, b_v])
+                self._fused = (key, torch.cat([w_qk, w_v]), b)
+            _, w, b = self._fused
+            xi, _, _ = qk_lin.gemm_operands(x)
+            y = nn.functional.linear(xi, w.to(x.dtype), None if b is None else b.to(x.dtype))
+            return y[..., : self.dim], y[..., self.dim :]
         if (
             torch.is_grad_enabled()
             or type(qk_lin) is not nn.Linear

@@ -228,7 +228,16 @@ class MultShiftMoE(nn.Module):
             inverse = torch.empty_like(order).scatter_(
                 0, order, torch.arange(len(order), device=order.device)
             )
-        xs = flat if order is None else flat.index_select(0, order)
+        if order is None:
+            xs = flat
+        elif not torch.is_grad_enabled() and flat.dim() == 2 and flat.t().is_contiguous():
+            # a column-major input (timm's PVTv2 MLP hands fc2 a transposed view): gather
+            # along the contiguous token axis, which reads each channel's row in order,
+            # instead of gathering strided rows (measured 4-7x faster at 3,136 x 256); the
+            # experts' GEMMs take the column-major slices as they are
+            xs = flat.t().index_select(1, order).t()
+        else:
+            xs = flat.index_select(0, order)
         if gate is not None and order is not None:
             gate = gate.index_select(0, order)
         bounds = [0]

@@ -158,28 +158,36 @@ def _moe_case(d_in: int, d_out: int, transposed: bool, repeats: int) -> None:
     row(shape, f"nn.Linear (Shift share {float(moe.last_shares[1]):.2f})", t_lin, t_moe)
     # the pieces of the MoE's eval forward, each timed alone (medians, microseconds)
     flat = x.reshape(-1, d_in)
-    logits = flat @ moe.w_gate
-    idx = (logits[:, 1] > logits[:, 0]).long()
-    order = torch.argsort(idx, stable=True)
     column_major = flat.t().is_contiguous()  # the MoE gathers such inputs along tokens
 
-    def gather_in():
+    def router():
         if column_major:
-            return flat.t().index_select(1, order).t()
-        return flat.index_select(0, order)
+            return (moe.w_gate.t() @ flat.t()).t()
+        return flat @ moe.w_gate
 
-    xs = gather_in()
+    logits = router()
+    idx = (logits[:, 1] > logits[:, 0]).long()
+    order = torch.argsort(idx, stable=True)
     n_mult = int((idx == 0).sum())
+
+    def gather_in():  # as the MoE does it: per expert for column-major inputs
+        if column_major:
+            t = flat.t()
+            return t.index_select(1, order[:n_mult]).t(), t.index_select(1, order[n_mult:]).t()
+        xs = flat.index_select(0, order)
+        return xs[:n_mult], xs[n_mult:]
+
+    xs_mult, xs_shift = gather_in()
     ys = torch.empty(len(idx), d_out)
     mult, shift = moe.experts
-    xi, w, b = shift.gemm_operands(xs[n_mult:])
+    xi, w, b = shift.gemm_operands(xs_shift)
     pieces = {
         "input reshape": lambda: x.reshape(-1, d_in),
-        "router GEMM": lambda: flat @ moe.w_gate,
+        "router GEMM": router,
         "sort": lambda: torch.argsort(idx, stable=True),
         "input gather": gather_in,
-        "Mult. GEMM": lambda: torch.addmm(mult.bias, xs[:n_mult], mult.weight.t(), out=ys[:n_mult]),
-        "Shift rounding": lambda: shift.gemm_operands(xs[n_mult:]),
+        "Mult. GEMM": lambda: torch.addmm(mult.bias, xs_mult, mult.weight.t(), out=ys[:n_mult]),
+        "Shift rounding": lambda: shift.gemm_operands(xs_shift),
         "Shift GEMM": lambda: torch.addmm(b, xi, w.t(), out=ys[n_mult:]),
         "output gather": lambda: ys.index_select(0, order),
     }

@@ -15,6 +15,9 @@ pvt/performer.py ``EcoformerQuant``, pvt/hashing/ksh.py ``KernelSH``):
    is linear in the number of tokens; then ``out / ||out||``, plus a depthwise ``(9 x 1)``
    convolution of ``v`` over tokens, then the output projection.
 
+Without autograd, on float32/float64 CPU tensors, steps 1-3 after the projections run as one
+fused C call (``trainforge_kernels.add_attention_cpu``): the same values up to float rounding.
+
 Deviation from the reference, on purpose: the released ``EcoformerQuant`` keeps "fitted" in a
 Python flag, so every resume or evaluation refits ``A`` and the anchors on its first batch and
 overwrites the loaded buffers. Here the flag is a saved buffer and fitting is explicit

@@ -487,10 +487,10 @@ class AddLinearAttention(nn.Module):
             out = add_attention_cpu(
                 qk,
                 v,
-                coder.anchor.view(H, coder.m, self.head_dim),
+                coder.anchor.reshape(H, coder.m, self.head_dim),
                 coder.A,
-                coder.mvec.view(H, coder.m),
-                self.dconv.weight.view(H, -1),
+                coder.mvec.reshape(H, coder.m),
+                self.dconv.weight.reshape(H, -1),
             )
             return self.proj(out)
         qk, v = self.heads(x)
@@ -517,6 +517,8 @@ class AddLinearAttention(nn.Module):
             or x.dtype not in (torch.float32, torch.float64)
             or coder.mode != "ksh"
             or coder.A.dtype != x.dtype
+            or coder.anchor.dtype != x.dtype
+            or coder.mvec.dtype != x.dtype
             or w.dtype != x.dtype
             or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
             or _has_hooks(coder)

@@ -20,8 +20,12 @@ from pathlib import Path
 
 __all__: list[str] = []  # private: used by the kernel modules only
 
-# Tried best first; -ffp-contract=off keeps every product rounded, as torch's loops do.
-_BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]
+# Sophia's loop: -ffp-contract=off keeps every product rounded, as Inductor's loop does.
+SOPHIA_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fPIC", "-shared"]
+# IEEE semantics are kept (no -ffast-math): -fno-trapping-math lets compares and selects
+# vectorise (no FP exception flags are read), -fno-math-errno lets sqrt vectorise.
+VECTOR_FLAGS = ["-O3", "-std=gnu11", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared"]
+# Tried best first.
 _EXTRA_FLAGS = (["-march=native", "-fopenmp"], ["-fopenmp"], [])
 
 
@@ -46,7 +50,9 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
-def build_c_library(name: str, source: str) -> tuple[ctypes.CDLL | None, str]:
+def build_c_library(
+    name: str, source: str, flags: list[str], libs: tuple[str, ...] = ()
+) -> tuple[ctypes.CDLL | None, str]:
     """Compile (or load the cached) ``source`` as a shared library named after ``name``.
 
     Returns ``(library, "")``, or ``(None, reason)`` when no flag set builds and loads it.
@@ -59,7 +65,7 @@ def build_c_library(name: str, source: str) -> tuple[ctypes.CDLL | None, str]:
     folder = cache_dir()
     reason = ""
     for extra in _EXTRA_FLAGS:
-        key = "\0".join([source, cc, *_BASE_FLAGS, *extra, platform.machine(), _cpu_id()])
+        key = "\0".join([source, cc, *flags, *libs, *extra, platform.machine(), _cpu_id()])
         stem = folder / f"{name}_{hashlib.sha256(key.encode()).hexdigest()[:20]}"
         lib_path = stem.with_suffix(".so")
         try:
@@ -67,7 +73,7 @@ def build_c_library(name: str, source: str) -> tuple[ctypes.CDLL | None, str]:
                 folder.mkdir(parents=True, exist_ok=True)
                 stem.with_suffix(".c").write_text(source)
                 tmp = stem.with_suffix(f".{os.getpid()}.tmp")  # then renamed: atomic
-                command = [cc, *_BASE_FLAGS, *extra, str(stem.with_suffix(".c")), "-o", str(tmp)]
+                command = [cc, *flags, *extra, str(stem.with_suffix(".c")), "-o", str(tmp), *libs]
                 done = subprocess.run(command, capture_output=True, timeout=300)
                 if done.returncode != 0:
                     tmp.unlink(missing_ok=True)
@@ -81,11 +87,34 @@ def build_c_library(name: str, source: str) -> tuple[ctypes.CDLL | None, str]:
     return None, reason
 
 
-def warn_fallback(what: str, reason: str, switch: str) -> None:
+def load_c_functions(
+    name: str,
+    source: str,
+    symbols: dict[str, tuple[object, list[object]]],
+    *,
+    flags: list[str],
+    libs: tuple[str, ...] = (),
+    what: str,
+    switch: str,
+) -> ctypes.CDLL | None:
+    """:func:`build_c_library`, then declare each symbol's ``(restype, argtypes)``. None,
+    after a warning naming ``what`` and the off ``switch``, when nothing builds it."""
+    lib, reason = build_c_library(name, source, flags, libs)
+    if lib is None:
+        warn_fallback(what, reason, switch, stacklevel=4)
+        return None
+    for symbol, (restype, argtypes) in symbols.items():
+        fn = getattr(lib, symbol)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return lib
+
+
+def warn_fallback(what: str, reason: str, switch: str, stacklevel: int = 3) -> None:
     """Say once (per call site, Python's default filter) that a C loop is not used."""
     warnings.warn(
         f"trainforge_kernels: the C loop for {what} could not be built ({reason}); the "
         f"slower torch path runs instead. Set {switch}=0 to choose that path and silence this.",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )

@@ -33,7 +33,7 @@ from array import array
 import torch
 
 from trainforge_kernels._dispatch import BenchCase, register_kernel, use_triton
-from trainforge_kernels._native import build_c_library, warn_fallback
+from trainforge_kernels._native import SOPHIA_FLAGS, load_c_functions
 
 try:  # Triton is optional: without it (or without CUDA) the torch reference runs.
     import triton
@@ -250,15 +250,12 @@ _native_lib: object = None  # None: not built yet; False: no compiler could buil
 
 def _build_native() -> ctypes.CDLL | None:
     """Compile (or load the cached) C loop; None (after a warning) when nothing builds it."""
-    lib, reason = build_c_library("sophia_update", _C_SOURCE)
-    if lib is None:
-        warn_fallback("sophia_update_compiled", reason, "TRAINFORGE_SOPHIA_NATIVE")
-        return None
-    for name in _NATIVE_SYMBOLS.values():
-        fn = getattr(lib, name)
-        fn.restype = None
-        fn.argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int]
-    return lib
+    argtypes = [ctypes.c_int64, *[ctypes.c_void_p] * 6, ctypes.c_int]
+    symbols = {name: (None, argtypes) for name in _NATIVE_SYMBOLS.values()}
+    return load_c_functions(
+        "sophia_update", _C_SOURCE, symbols,
+        flags=SOPHIA_FLAGS, what="sophia_update_compiled", switch="TRAINFORGE_SOPHIA_NATIVE",
+    )  # fmt: skip
 
 
 def _get_native():

@@ -16,7 +16,16 @@ and the median (with quartiles) of the per-pair ratios:
    attention only, all linears shift (``linears="shift"``) and the MoE model
    (``linears="moe"``);
 3. one ShiftLinear (3,136 x 64 -> 512) with its cached decoded weight against rebuilding the
-   weight on every call, and against ``nn.Linear``.
+   weight on every call, and against ``nn.Linear``;
+4. one Mult./Shift MoE layer (eval, a fresh router: about half the tokens per expert) against
+   ``nn.Linear`` at the stage-1 MLP sizes of pvt_v2_b0 (3,136 tokens, 32 -> 256 and 256 -> 32,
+   the second with the transposed input timm's PVTv2 MLP hands it), and the pieces of the
+   MoE: router GEMM, sort, input gather, expert GEMMs, output gather.
+
+Times are process CPU time by default (``--clock process``: one thread, so the work of this
+process, not the time it waited for a core on a loaded machine); ``--clock wall`` gives
+``perf_counter``. ``--only model`` runs section 2 alone (the README's whole-model rows,
+about 2 min idle with ``--repeats 21``).
 
 KSH codes are fitted with 10 SGD steps per bit (the fit quality does not change the cost).
 Nothing is asserted; the printed table goes in the package README.
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import time
@@ -34,6 +44,7 @@ import torch
 from torch import nn
 
 _RATIOS: list[float] = []  # per-pair ratios of the last paired() call
+_CLOCK = [time.process_time]  # set by --clock
 
 
 def paired(a, b, repeats: int) -> tuple[float, float]:
@@ -44,9 +55,10 @@ def paired(a, b, repeats: int) -> tuple[float, float]:
     for i in range(repeats):
         order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
         for fn, times in order:
-            start = time.perf_counter()
+            clock = _CLOCK[0]
+            start = clock()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     _RATIOS[:] = sorted(x / y for x, y in zip(ta, tb, strict=True))
     return statistics.median(ta), statistics.median(tb)
 
@@ -128,26 +140,102 @@ def bench_shift_linear(repeats: int) -> None:
     row("ShiftLinear 3136x64->512", "nn.Linear", t_lin, t_cached)
 
 
+@torch.no_grad()
+def bench_moe_layer(repeats: int) -> None:
+    torch.manual_seed(0)
+    _moe_case(32, 256, False, repeats)
+    _moe_case(256, 32, True, repeats)
+
+
+def _moe_case(d_in: int, d_out: int, transposed: bool, repeats: int) -> None:
+    from trainforge_shiftaddvit import MultShiftMoE
+
+    lin = nn.Linear(d_in, d_out)
+    moe = MultShiftMoE(lin).eval()
+    x = torch.randn(1, d_in, 3136).transpose(1, 2) if transposed else torch.randn(1, 3136, d_in)
+    t_lin, t_moe = paired(lambda: lin(x), lambda: moe(x), repeats)
+    shape = f"MoE 3136 x {d_in} -> {d_out}" + (" (transposed input)" if transposed else "")
+    row(shape, f"nn.Linear (Shift share {float(moe.last_shares[1]):.2f})", t_lin, t_moe)
+    # the pieces of the MoE's eval forward, each timed alone (medians, microseconds)
+    flat = x.reshape(-1, d_in)
+    column_major = flat.t().is_contiguous()  # the MoE gathers such inputs along tokens
+
+    def router():
+        if column_major:
+            return (moe.w_gate.t() @ flat.t()).t()
+        return flat @ moe.w_gate
+
+    logits = router()
+    idx = (logits[:, 1] > logits[:, 0]).long()
+    order = torch.argsort(idx, stable=True)
+    n_mult = int((idx == 0).sum())
+
+    def gather_in():  # as the MoE does it: per expert for column-major inputs
+        if column_major:
+            t = flat.t()
+            return t.index_select(1, order[:n_mult]).t(), t.index_select(1, order[n_mult:]).t()
+        xs = flat.index_select(0, order)
+        return xs[:n_mult], xs[n_mult:]
+
+    xs_mult, xs_shift = gather_in()
+    ys = torch.empty(len(idx), d_out)
+    mult, shift = moe.experts
+    xi, w, b = shift.gemm_operands(xs_shift)
+    pieces = {
+        "input reshape": lambda: x.reshape(-1, d_in),
+        "router GEMM": router,
+        "sort": lambda: torch.argsort(idx, stable=True),
+        "input gather": gather_in,
+        "Mult. GEMM": lambda: torch.addmm(mult.bias, xs_mult, mult.weight.t(), out=ys[:n_mult]),
+        "Shift rounding": lambda: shift.gemm_operands(xs_shift),
+        "Shift GEMM": lambda: torch.addmm(b, xi, w.t(), out=ys[n_mult:]),
+        "output gather": lambda: ys.index_select(0, order),
+    }
+    times = {}
+    for name, fn in pieces.items():
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start = _CLOCK[0]()
+            fn()
+            samples.append(_CLOCK[0]() - start)
+        times[name] = statistics.median(samples) * 1e6
+    print(
+        f"|   pieces (us) | {t_lin * 1e6:.0f} for nn.Linear | "
+        + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+        + " | | | |"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-model", action="store_true")
+    parser.add_argument("--only", choices=("attention", "shift", "moe", "model"), default=None)
+    parser.add_argument("--clock", choices=("process", "wall"), default="process")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    _CLOCK[0] = time.process_time if args.clock == "process" else time.perf_counter
     print(
         f"{time.strftime('%Y-%m-%d')} · {platform.processor() or platform.machine()} · "
-        f"torch {torch.__version__} · {args.threads} thread(s) · median of {args.repeats}\n"
+        f"torch {torch.__version__} · {args.threads} thread(s) · median of {args.repeats} · "
+        f"{args.clock} clock · load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
         "| what | baseline | baseline ms | ShiftAddViT ms | speed-up (medians) "
         "| paired ratio, median (IQR) |"
     )
     print("|---|---|---|---|---|---|")
-    bench_attention(args.repeats)
-    bench_shift_linear(args.repeats)
-    if not args.skip_model:
-        bench_model(args.repeats)
+    sections = {
+        "attention": bench_attention,
+        "shift": bench_shift_linear,
+        "moe": bench_moe_layer,
+        "model": bench_model,
+    }
+    for name, fn in sections.items():
+        if args.only in (None, name) and not (name == "model" and args.skip_model):
+            fn(args.repeats)
 
 
 if __name__ == "__main__":

@@ -202,3 +202,80 @@ def test_eval_attention_equals_the_autograd_path_and_follows_weight_updates():
         after = att(x)
     torch.testing.assert_close(after, att(x).detach(), atol=1e-12, rtol=1e-10)
     assert not torch.allclose(after, fast)
+
+
+def _fitted_attention(dim, heads, n, dtype, seed):
+    torch.manual_seed(seed)
+    att = AddLinearAttention(
+        dim, heads, qkv_bias=True, coder=BinaryCoder(heads, dim // heads, anchors=6, topk=3,
+                                                     iters=5)
+    ).to(dtype)  # fmt: skip
+    x = torch.randn(2, n, dim, dtype=dtype)
+    att.train()
+    att(x)
+    return att.eval(), x
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_cpu_loop_equals_the_torch_path(heads, dtype, monkeypatch):
+    """The no-autograd forward runs the fused C loop (trainforge_kernels.add_attention_cpu);
+    it equals the eager in-place path and the autograd path up to float rounding."""
+    from trainforge_kernels.add_attention import native_add_attention
+
+    if native_add_attention() is None:
+        pytest.skip("no C compiler built the fused loop")
+    att, x = _fitted_attention(8 * heads, heads, 31 + 2 * heads, dtype, seed=heads)
+    calls = []
+    import trainforge_shiftaddvit.attention as attention_module
+
+    real = attention_module.add_attention_cpu
+    monkeypatch.setattr(
+        attention_module, "add_attention_cpu", lambda *a: calls.append(1) or real(*a)
+    )
+    with torch.no_grad():
+        fused = att(x)
+        assert calls, "the fused loop did not run"
+        monkeypatch.setenv("TRAINFORGE_ADDATTN_NATIVE", "0")
+        eager = att(x)
+        assert len(calls) == 1  # switched off: the eager path
+    monkeypatch.delenv("TRAINFORGE_ADDATTN_NATIVE")
+    grad_path = att(x).detach()  # autograd on: never the fused loop
+    assert len(calls) == 1
+    tol = {"atol": 1e-12, "rtol": 1e-10} if dtype == torch.float64 else {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(fused, eager, **tol)
+    torch.testing.assert_close(fused, grad_path, **tol)
+
+
+def test_fused_cpu_loop_steps_aside_for_hooks_and_unfitted_coders():
+    att, x = _fitted_attention(16, 2, 20, torch.float32, seed=0)
+    seen = []
+    handle = att.coder.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        att(x)
+    handle.remove()
+    assert seen == [(2, 2, 20, 16)]  # a hooked coder runs (energy and mult counters)
+    fresh = AddLinearAttention(16, 2, coder=BinaryCoder(2, 8, anchors=6, topk=3, iters=5))
+    with torch.no_grad(), pytest.raises(RuntimeError, match="not fitted"):
+        fresh.eval()(x)
+
+
+def test_shift_qk_and_v_run_as_one_rounding_and_one_gemm_with_the_same_output():
+    from trainforge_shiftaddvit import ShiftLinear
+
+    att, x = _fitted_attention(24, 3, 33, torch.float64, seed=4)
+    att.to_qk = ShiftLinear.from_linear(att.to_qk).double()
+    att.to_v = ShiftLinear.from_linear(att.to_v).double()
+    calls = []
+    att.to_qk.gemm_operands = (lambda f: lambda x: calls.append(1) or f(x))(att.to_qk.gemm_operands)
+    with torch.no_grad():
+        qk, v = att._qk_v(x)
+        assert len(calls) == 1  # one rounding for both
+        torch.testing.assert_close(qk, att.to_qk(x), atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(v, att.to_v(x), atol=1e-12, rtol=1e-12)
+        fast = att(x)
+        att.to_v.shift.sub_(1.0)  # the stacked weights follow the parameters
+        after = att(x)
+    grad_path = att(x).detach()
+    torch.testing.assert_close(after, grad_path, atol=1e-12, rtol=1e-10)
+    assert not torch.allclose(after, fast)

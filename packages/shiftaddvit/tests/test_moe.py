@@ -129,3 +129,20 @@ def test_grouped_dispatch_matches_per_token_reference_with_gradients():
         xp = torch.rand(10, 8, dtype=torch.double)  # positive: expert 1 always wins
         torch.testing.assert_close(moe(xp), moe.experts[1](xp))
         assert moe(torch.zeros(0, 8, dtype=torch.double)).shape == (0, 6)
+
+
+def test_column_major_input_gathers_along_tokens_with_the_same_output():
+    # timm's PVTv2 MLP hands fc2 a transposed view; the eval MoE gathers it along the
+    # contiguous token axis instead of gathering strided rows: the same routing and output
+    torch.manual_seed(3)
+    moe = MultShiftMoE(nn.Linear(24, 6)).double().eval()
+    x = torch.randn(1, 24, 50, dtype=torch.float64).transpose(1, 2)  # [1, 50, 24]
+    assert x.reshape(-1, 24).t().is_contiguous()  # a column-major view: the token-axis gather
+    with torch.no_grad():
+        strided = moe(x)
+        shares = moe.last_shares.clone()
+        plain = moe(x.contiguous())
+    assert 0 < float(shares[1]) < 1  # both experts get tokens: the gather runs
+    assert torch.equal(shares, moe.last_shares)
+    torch.testing.assert_close(strided, plain, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(strided, moe(x).detach(), atol=1e-12, rtol=1e-12)  # autograd path

@@ -135,3 +135,21 @@ def test_no_grad_integer_operands_give_the_same_output_and_follow_updates():
             round_to_fixed(x), layer.dequantized_weight(), round_to_fixed(layer.bias)
         )
         torch.testing.assert_close(layer(x), ref2, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_one_pass_fixed_point_operands_equal_the_torch_ops(layout, monkeypatch):
+    # the no-autograd path floors x through trainforge_kernels.fixed_point_floor_cpu (one C
+    # pass; timm's PVTv2 MLP hands fc2 a transposed view): the same integers as the torch
+    # ops, so the same output bit for bit
+    torch.manual_seed(1)
+    layer = ShiftLinear.from_linear(nn.Linear(24, 8))
+    x = torch.randn(2, 24, 40) * 5
+    x = x.transpose(1, 2) if layout == "transposed" else x.transpose(1, 2).contiguous()
+    with torch.no_grad():
+        fast = layer(x)
+        xi, _, _ = layer.gemm_operands(x)
+        monkeypatch.setenv("TRAINFORGE_FIXED_POINT_NATIVE", "0")
+        slow = layer(x)
+        xi_torch, _, _ = layer.gemm_operands(x)
+    assert torch.equal(xi, xi_torch) and torch.equal(fast, slow)

@@ -15,6 +15,9 @@ pvt/performer.py ``EcoformerQuant``, pvt/hashing/ksh.py ``KernelSH``):
    is linear in the number of tokens; then ``out / ||out||``, plus a depthwise ``(9 x 1)``
    convolution of ``v`` over tokens, then the output projection.
 
+Without autograd, on float32/float64 CPU tensors, steps 1-3 after the projections run as one
+fused C call (``trainforge_kernels.add_attention_cpu``): the same values up to float rounding.
+
 Deviation from the reference, on purpose: the released ``EcoformerQuant`` keeps "fitted" in a
 Python flag, so every resume or evaluation refits ``A`` and the anchors on its first batch and
 overwrites the loaded buffers. Here the flag is a saved buffer and fitting is explicit
@@ -30,8 +33,9 @@ import math
 import torch
 from torch import nn
 
+from trainforge_kernels.add_attention import add_attention_cpu, native_add_attention
 from trainforge_kernels.binary_scores import binary_scores, pack_bits
-from trainforge_shiftaddvit.shift import _has_hooks
+from trainforge_shiftaddvit.shift import ShiftLinear, _has_hooks
 
 __all__ = [
     "AddLinearAttention",
@@ -129,6 +133,16 @@ class BinaryCoder(nn.Module):
         self.register_buffer("anchor", torch.zeros(1, num_heads, anchors, head_dim))
         self.register_buffer("fitted", torch.tensor(mode == "mean"))
         self._terms: tuple | None = None  # cached functions of the fitted buffers
+        self._fitted_key: tuple | None = None  # ((version, data_ptr), bool(fitted))
+
+    def _is_fitted(self) -> bool:
+        """Whether the codes are fitted (``mode="mean"`` needs no fit). The flag is a buffer;
+        its Python value is cached per buffer version, so the check costs no tensor read."""
+        f = self.fitted
+        key = (f._version, f.data_ptr())
+        if self._fitted_key is None or self._fitted_key[0] != key:
+            self._fitted_key = (key, bool(f))
+        return self._fitted_key[1]
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -226,7 +240,7 @@ class BinaryCoder(nn.Module):
             hard = (x > x.mean()).to(x.dtype)
             soft = x.clamp(0, 1)
             return hard.detach() - soft.detach() + soft
-        if not bool(self.fitted):
+        if not self._is_fitted():
             if self.fit_mode == "explicit" or not self.training:
                 raise RuntimeError(
                     "BinaryCoder is not fitted: call .fit(x) on a batch of normalised "
@@ -258,6 +272,7 @@ class BinaryCoder(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self._terms = None
+        self._fitted_key = None
         return super()._apply(fn, recurse)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
@@ -392,6 +407,25 @@ class AddLinearAttention(nn.Module):
         version), two calls otherwise."""
         qk_lin, v_lin = self.to_qk, self.to_v
         if (
+            not torch.is_grad_enabled()
+            and type(qk_lin) is ShiftLinear
+            and type(v_lin) is ShiftLinear
+            and qk_lin.act_fraction_bits == v_lin.act_fraction_bits
+            and (qk_lin.bias is None) == (v_lin.bias is None)
+            and not _has_hooks(qk_lin)
+            and not _has_hooks(v_lin)
+        ):  # one fixed-point rounding of x and one GEMM against the stacked shift weights
+            w_qk, b_qk = qk_lin._weight_operands()
+            w_v, b_v = v_lin._weight_operands()
+            key = (qk_lin._operands[0], v_lin._operands[0])
+            if self._fused is None or self._fused[0] != key:
+                b = None if b_qk is None else torch.cat([b_qk, b_v])
+                self._fused = (key, torch.cat([w_qk, w_v]), b)
+            _, w, b = self._fused
+            xi, _, _ = qk_lin.gemm_operands(x)
+            y = nn.functional.linear(xi, w.to(x.dtype), None if b is None else b.to(x.dtype))
+            return y[..., : self.dim], y[..., self.dim :]
+        if (
             torch.is_grad_enabled()
             or type(qk_lin) is not nn.Linear
             or type(v_lin) is not nn.Linear
@@ -447,6 +481,18 @@ class AddLinearAttention(nn.Module):
         if attn_mask is not None:
             raise ValueError("AddLinearAttention: attention masks are not supported")
         B, N, C = x.shape
+        if self._use_native(x):
+            qk, v = self._qk_v(x)
+            coder, H = self.coder, self.num_heads
+            out = add_attention_cpu(
+                qk,
+                v,
+                coder.anchor.reshape(H, coder.m, self.head_dim),
+                coder.A,
+                coder.mvec.reshape(H, coder.m),
+                self.dconv.weight.reshape(H, -1),
+            )
+            return self.proj(out)
         qk, v = self.heads(x)
         codes = self.coder(qk)
         if torch.is_grad_enabled() and (codes.requires_grad or v.requires_grad):
@@ -458,6 +504,31 @@ class AddLinearAttention(nn.Module):
             out = out.div_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).clamp_min_(1e-12))
             self.token_conv(v, out=out)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def _use_native(self, x: torch.Tensor) -> bool:
+        """Whether the no-autograd forward runs the fused C loop
+        (``trainforge_kernels.add_attention_cpu``): a fitted KSH coder, float32/float64 CPU
+        tensors whose dtype the coder's buffers and the token convolution share, no gradient
+        needed, no hooks on the coder or the convolution (hook-based counters see every call),
+        and the loop built (``TRAINFORGE_ADDATTN_NATIVE=0`` turns it off)."""
+        coder, w = self.coder, self.dconv.weight
+        if (
+            x.device.type != "cpu"
+            or x.dtype not in (torch.float32, torch.float64)
+            or coder.mode != "ksh"
+            or coder.A.dtype != x.dtype
+            or coder.anchor.dtype != x.dtype
+            or coder.mvec.dtype != x.dtype
+            or w.dtype != x.dtype
+            or (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            or _has_hooks(coder)
+            or _has_hooks(self.dconv)
+            or not coder._is_fitted()
+        ):
+            return False
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=True)):
+            return False
+        return native_add_attention() is not None
 
     def _apply(self, fn, recurse=True):
         self._fused = None

@@ -173,7 +173,12 @@ class MultShiftMoE(nn.Module):
         """Expert index per token and the gate value to scale its output by (``[T]`` each;
         None when it is exactly 1 with no gradient to carry); sets ``aux_loss`` and
         ``last_shares``."""
-        clean = x @ self.w_gate
+        if not torch.is_grad_enabled() and x.dim() == 2 and x.t().is_contiguous():
+            # a column-major input: [n, in] x [in, T] is a GEMM shape BLAS runs well, while
+            # [T, in] x [in, n] with a transposed A measured 5-8x slower at 3,136 x 256
+            clean = (self.w_gate.t() @ x.t()).t()
+        else:
+            clean = x @ self.w_gate
         n = clean.shape[-1]
         if self.gate_type == "noisy" and self.training:
             std = nn.functional.softplus(x @ self.w_noise) + NOISE_EPSILON
@@ -228,7 +233,13 @@ class MultShiftMoE(nn.Module):
             inverse = torch.empty_like(order).scatter_(
                 0, order, torch.arange(len(order), device=order.device)
             )
-        xs = flat if order is None else flat.index_select(0, order)
+        column_major = (
+            order is not None
+            and not torch.is_grad_enabled()
+            and flat.dim() == 2
+            and flat.t().is_contiguous()
+        )
+        xs = flat if order is None or column_major else flat.index_select(0, order)
         if gate is not None and order is not None:
             gate = gate.index_select(0, order)
         bounds = [0]
@@ -248,7 +259,14 @@ class MultShiftMoE(nn.Module):
             return ys.index_select(0, inverse).reshape(*lead, self.out_features)
         ys = flat.new_empty(flat.shape[0], self.out_features)
         for expert, a, b in zip(self.experts, bounds[:-1], bounds[1:], strict=True):
-            if b > a:
+            if b > a and column_major:
+                # a column-major input (timm's PVTv2 MLP hands fc2 a transposed view): each
+                # expert's tokens are gathered along the contiguous token axis, reading every
+                # channel's row in order, instead of gathering strided rows (2.3x faster at
+                # 3,136 x 256); the result is a dense transposed view, which the GEMM and the
+                # shift expert's fixed-point pass take as they are
+                _linear_into(expert, flat.t().index_select(1, order[a:b]).t(), ys[a:b])
+            elif b > a:
                 _linear_into(expert, xs[a:b], ys[a:b])
         if gate is not None:
             ys.mul_(gate[:, None])

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from trainforge_kernels._dispatch import use_triton
+from trainforge_kernels.fixed_point import fixed_point_floor_cpu
 from trainforge_kernels.shift_matmul import shift_matmul
 
 __all__ = [
@@ -253,14 +254,9 @@ class ShiftLinear(nn.Module):
             return self.bias
         return _FixedSTE.apply_fast(self.bias, ACT_INTEGER_BITS, self.act_fraction_bits)
 
-    def gemm_operands(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(x', w', b')`` with ``x' @ w'^T + b'`` equal to ``self(x)``, for use without
-        autograd. With fixed-point inputs ``x' = floor(clamp(x 2^f))`` holds the integers of
-        the 16.16 input and ``w' = w 2^-f`` (still a power of two, so every product is the
-        same float as ``x_fixed * w``): one pass over ``x`` fewer than scaling back. ``w'``
-        and the rounded bias are cached per parameter version."""
+    def _weight_operands(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(w', b')`` of :meth:`gemm_operands`, cached per parameter version (the key is
+        kept with them, so callers can cache what they build from them)."""
         key = tuple(
             (t._version, t.data_ptr(), t.device, t.dtype)
             for t in (self.shift, self.sign, self.bias)
@@ -272,13 +268,24 @@ class ShiftLinear(nn.Module):
                 if self.act_fraction_bits is not None:
                     w = w * 2.0**-self.act_fraction_bits
                 self._operands = (key, w, self._bias())
-        _, w, b = self._operands
+        return self._operands[1], self._operands[2]
+
+    def gemm_operands(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(x', w', b')`` with ``x' @ w'^T + b'`` equal to ``self(x)``, for use without
+        autograd. With fixed-point inputs ``x' = floor(clamp(x 2^f))`` holds the integers of
+        the 16.16 input and ``w' = w 2^-f`` (still a power of two, so every product is the
+        same float as ``x_fixed * w``): one pass over ``x`` fewer than scaling back. ``w'``
+        and the rounded bias are cached per parameter version."""
+        w, b = self._weight_operands()
         if self.act_fraction_bits is None:
             return x, w, b
         scale = 2.0**self.act_fraction_bits
         bound = 2.0 ** (ACT_INTEGER_BITS - 1)
-        # floor and clamp at integer bounds commute: floor(clamp(y)) == clamp(floor(y))
-        xi = (x * scale).clamp_(-bound * scale, (bound - 1) * scale).floor_()
+        # floor and clamp at integer bounds commute: floor(clamp(y)) == clamp(floor(y)).
+        # On CPU one C pass (trainforge_kernels.fixed_point), bit for bit the three torch ops
+        xi = fixed_point_floor_cpu(x, scale, -bound * scale, (bound - 1) * scale)
         return xi, w, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

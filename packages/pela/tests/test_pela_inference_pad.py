@@ -24,7 +24,8 @@ from trainforge_pela import (
 )
 
 
-def _layer(rank: int = 20, pad: int = 16, dtype: torch.dtype = torch.float32) -> LowRankLinear:
+def _layer(rank: int = 30, pad: int = 4, dtype: torch.dtype = torch.float32) -> LowRankLinear:
+    """Rank 30 padded to 32 (2 extra rows, within the rank / 8 rule)."""
     torch.manual_seed(0)
     return LowRankLinear(48, 40, rank, inference_pad=pad).to(dtype).eval()
 
@@ -35,28 +36,48 @@ def _plain(layer: LowRankLinear, x: torch.Tensor) -> torch.Tensor:
     return h @ layer[1].weight.T + layer[1].bias
 
 
-def _compressed(vit: nn.Module, **kwargs) -> nn.Module:
+def _compressed(vit: nn.Module, inference_pad: int = 2, **kwargs) -> nn.Module:
+    """Tiny ViT at ratio 3: ranks qkv 16, proj 10, fc1/fc2 17; pad 2 pads fc1/fc2 to 18."""
     student = copy.deepcopy(vit)
-    apply_pela(student, 3.0, **kwargs)  # tiny ViT ranks: qkv 16, proj 10, fc1/fc2 17
+    apply_pela(student, 3.0, inference_pad=inference_pad, **kwargs)
     return student.eval()
 
 
-def test_default_is_on_and_pads_only_ranks_off_the_multiple(vit, images):
-    assert DEFAULT_INFERENCE_PAD == 16
+def test_pads_only_ranks_off_the_multiple(vit, images):
     student = _compressed(vit)
     layers = low_rank_layers(student)
-    assert {layer.inference_pad for layer in layers.values()} == {16}
     with torch.no_grad():
         student(images)
     for name, layer in layers.items():
-        if layer.rank % 16:
+        if layer.rank % 2:
             assert layer._pad_cache is not None, name
             padded = layer._pad_cache[1]
-            assert padded.shape == (-(-layer.rank // 16) * 16, layer.in_features)
+            assert padded.shape == (layer.rank + 1, layer.in_features)
             torch.testing.assert_close(padded[: layer.rank], layer[0].weight, rtol=0, atol=0)
             assert not padded[layer.rank :].any()
         else:
-            assert layer._pad_cache is None, name  # qkv's rank 16 needs no padding
+            assert layer._pad_cache is None, name  # even ranks need no padding
+
+
+def test_default_pad_16_skips_small_ranks(vit, images):
+    assert DEFAULT_INFERENCE_PAD == 16
+    student = copy.deepcopy(vit)
+    apply_pela(student, 3.0)
+    layers = low_rank_layers(student)
+    assert {layer.inference_pad for layer in layers.values()} == {16}
+    with torch.no_grad():
+        student.eval()(images)
+    # 17 -> 32 and 10 -> 16 would add more than rank / 8 rows: plain path
+    assert all(layer._pad_cache is None for layer in layers.values())
+    big = LowRankLinear(3072, 768, 204).eval()  # ViT-B fc2 at ratio 3: 204 -> 208
+    with torch.no_grad():
+        big(torch.randn(2, 3072))
+    assert big._pad_cache[1].shape == (208, 3072)
+    for rank, padded in ((307, 320), (409, 416), (130, 144), (70, None), (36, None)):
+        layer = LowRankLinear(4, 4, rank).eval()  # narrow layers: only the rule matters
+        with torch.no_grad():
+            weight = layer._padded_first_weight()
+        assert (None if weight is None else weight.shape[0]) == padded, rank
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -223,7 +244,7 @@ def test_hooks_on_a_factor_still_fire():
     handle = layer[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
     with torch.no_grad():
         layer(torch.randn(3, 48))
-    assert seen == [torch.Size([3, 20])]  # the plain path ran: rank-wide intermediate
+    assert seen == [torch.Size([3, 30])]  # the plain path ran: rank-wide intermediate
     assert layer._pad_cache is None
     handle.remove()
 

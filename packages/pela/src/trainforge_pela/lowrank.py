@@ -43,6 +43,12 @@ its weight zero-padded to a multiple of 16 rows (the 16-float AVX-512 vector), s
 intermediate has a SIMD-friendly width; the rank, parameters and state dict are unchanged."""
 
 
+_MAX_PAD_SHARE = 8
+"""Padding runs only when it adds at most ``rank / 8`` rows (204 -> 208, 307 -> 320 and 409 ->
+416 do; 17 -> 32 or 10 -> 16 do not: at such small ranks the extra rows cost 2-7% per layer
+and the width saves nothing, one thread)."""
+
+
 def _check_inference_pad(pad: object) -> int:
     if isinstance(pad, bool) or not isinstance(pad, int):
         raise TypeError(f"inference_pad must be an int >= 1, got {pad!r}")
@@ -86,23 +92,23 @@ class LowRankLinear(nn.Sequential):
     read like an ``nn.Linear``'s (``weight`` is the product ``BA``, differentiable), so code
     that calls ``F.linear(x, layer.weight, ...)`` keeps working.
 
-    ``inference_pad`` (not in the reference; default 16, ``1`` turns it off): in eval mode
-    on the CPU, when no gradient flows to the first factor (``torch.no_grad()``,
+    ``inference_pad`` (not in the reference; default 16, ``1`` turns it off): in eval mode on
+    the CPU, when no gradient flows to the first factor (``torch.no_grad()``,
     ``torch.inference_mode()`` or a frozen factor), a rank that is not a multiple of
-    ``inference_pad`` runs the first factor with a zero-padded copy of its weight
-    (``ceil(r / pad) * pad`` rows) and feeds the second factor the strided view of the first
-    ``r`` columns (no copy). The result is the same function (the extra rows are zeros,
-    their outputs are never read); only the GEMM width changes: ViT-B's rank 204 (ratio 3)
-    is a slow width for ``x @ Aᵀ`` on AVX-512, 208 is not. The padded copy is a cache (a
-    plain attribute, never in the state dict or the parameters), rebuilt when the weight
-    changes (its version counter, data pointer, dtype or device), and dropped by
-    ``.train()``/``.eval()``, ``.to()``/``.half()``/..., ``load_state_dict`` and pickling.
-    It costs ``(padded rank) x in_features`` elements of memory per layer while held.
-    Writes that bypass autograd's version counter (``layer[0].weight.data.copy_(...)``) are
-    not seen until one of those events or :meth:`clear_inference_cache`. The plain
-    ``Sequential`` path runs instead in training mode, with gradients to the first factor,
-    off the CPU, under ``torch.compile`` / ``jit`` / ``fx`` tracing, when a factor has hooks
-    or is not a plain ``nn.Linear``, or for an inference tensor weight.
+    ``inference_pad`` runs the first factor with a zero-padded copy of its weight (``ceil(r /
+    pad) * pad`` rows, only where that adds at most ``r / 8`` rows) and feeds the second factor
+    the strided view of the first ``r`` columns (no copy). The result is the same function (the
+    extra rows are zeros, their outputs are never read); only the GEMM width changes: ViT-B's
+    rank 204 (ratio 3) is a slow width for ``x @ Aᵀ`` on AVX-512, 208 is not. The padded copy is
+    a cache (a plain attribute, never in the state dict or the parameters), rebuilt when the
+    weight changes (its version counter, data pointer, dtype or device), and dropped by
+    ``.train()``/``.eval()``, ``.to()``/``.half()``/..., ``load_state_dict`` and pickling. It
+    costs ``(padded rank) x in_features`` elements of memory per layer while held. Writes that
+    bypass autograd's version counter (``layer[0].weight.data.copy_(...)``) are not seen until
+    one of those events or :meth:`clear_inference_cache`. The plain ``Sequential`` path runs
+    instead in training mode, with gradients to the first factor, off the CPU, under
+    ``torch.compile`` / ``jit`` / ``fx`` tracing, when a factor has hooks or is not a plain
+    ``nn.Linear``, or for an inference tensor weight.
     """
 
     def __init__(
@@ -142,6 +148,9 @@ class LowRankLinear(nn.Sequential):
         first, second = self[0], self[1]
         if pad <= 1 or rank % pad == 0 or self.training or _tracing():
             return None
+        padded_rank = -(-rank // pad) * pad
+        if (padded_rank - rank) * _MAX_PAD_SHARE > rank:
+            return None  # small rank: the extra rows would cost more than the width saves
         if type(first) is not nn.Linear or type(second) is not nn.Linear:
             return None
         a = first.weight
@@ -157,7 +166,6 @@ class LowRankLinear(nn.Sequential):
         cached = self._pad_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-        padded_rank = -(-rank // pad) * pad
         with torch.no_grad():
             padded = a.new_zeros((padded_rank, a.shape[1]))
             padded[:rank].copy_(a)

@@ -149,6 +149,13 @@ def main() -> None:
     def params(m: torch.nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
 
+    from trainforge_pela import low_rank_layers
+
+    def pad_cache_mb(m: torch.nn.Module) -> float:
+        """Memory of the zero-padded first-factor copies the padded path holds."""
+        caches = [layer._pad_cache for layer in low_rank_layers(m).values()]
+        return sum(c[1].numel() * c[1].element_size() for c in caches if c) / 2**20
+
     base_t = statistics.median(times["original"])
     base_p = params(original)
     print(
@@ -156,12 +163,13 @@ def main() -> None:
         f"{args.clock} clock, median of {args.rounds} rounds; torch {torch.__version__}"
     )
     print(
-        "| model | ranks (qkv, proj, fc1, fc2) | params (M) | param memory (MB) | compress (s) "
-        "| latency (ms) | latency / original (paired) | goal 1/ratio + 15% |"
+        "| model | ranks (qkv, proj, fc1, fc2) | params (M) | param memory (MB) "
+        "| + padded copies (MB) | compress (s) | latency (ms) | latency / original (paired) "
+        "| goal 1/ratio + 15% |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| original | full | {base_p / 1e6:.1f} | {base_p * 4 / 2**20:.0f} | - | "
+        f"| original | full | {base_p / 1e6:.1f} | {base_p * 4 / 2**20:.0f} | - | - | "
         f"{1e3 * base_t:.0f} | 1.00 | - |"
     )
     for key, rep in reports.items():
@@ -170,7 +178,8 @@ def main() -> None:
         p = params(m)
         ranks = ", ".join(str(c.rank) for c in rep.layers[:4])
         print(
-            f"| {key} | {ranks} | {p / 1e6:.1f} | {p * 4 / 2**20:.0f} | {compress_s[key]:.1f} | "
+            f"| {key} | {ranks} | {p / 1e6:.1f} | {p * 4 / 2**20:.0f} | {pad_cache_mb(m):.0f} | "
+            f"{compress_s[key]:.1f} | "
             f"{1e3 * t:.0f} | {t / base_t:.3f} ({_paired(times, key, 'original'):.3f}) | "
             f"{1 / rep.ratio + 0.15:.3f} |"
         )

@@ -312,3 +312,28 @@ def test_global_forward_hooks_still_fire():
         handle.remove()
     assert seen == ["Linear", "Linear", "LowRankLinear"]
     assert layer._pad_cache is None
+
+
+def test_module_pickled_before_0_3_still_runs():
+    layer = _layer()
+    state = layer.__getstate__()
+    del state["inference_pad"], state["_pad_cache"]  # what a 0.2.0 pickle holds
+    old = LowRankLinear.__new__(LowRankLinear)
+    old.__setstate__(state)
+    assert old.inference_pad == DEFAULT_INFERENCE_PAD
+    x = torch.randn(3, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(old.eval()(x), _plain(layer, x))
+
+
+def test_changing_the_pad_rebuilds_the_cache():
+    layer = _layer(rank=90, pad=4)  # 90 -> 92
+    x = torch.randn(3, 48)
+    with torch.no_grad():
+        first = layer(x)
+        assert layer._pad_cache[1].shape[0] == 92
+        layer.inference_pad = 16  # set directly, without set_inference_pad: 90 -> 96
+        second = layer(x)
+    assert layer._pad_cache[1].shape[0] == 96
+    torch.testing.assert_close(first, _plain(layer, x))
+    torch.testing.assert_close(second, _plain(layer, x))

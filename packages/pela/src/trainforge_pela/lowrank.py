@@ -162,7 +162,7 @@ class LowRankLinear(nn.Sequential):
             return None
         if a.is_inference():  # no version counter to key the cache on
             return None
-        key = (a._version, a.data_ptr(), a.dtype, a.device, tuple(a.shape), a.stride())
+        key = (a._version, a.data_ptr(), a.dtype, a.device, a.stride(), padded_rank)
         cached = self._pad_cache
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -198,6 +198,12 @@ class LowRankLinear(nn.Sequential):
         state = dict(state)
         state["_pad_cache"] = None
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        super().__setstate__(state)
+        # modules pickled by trainforge-pela < 0.3 have neither attribute
+        self.__dict__.setdefault("inference_pad", DEFAULT_INFERENCE_PAD)
+        self.__dict__.setdefault("_pad_cache", None)
 
     @property
     def weight(self) -> torch.Tensor:  # type: ignore[override]

@@ -1,12 +1,18 @@
 """PELA compression of a ViT-B-sized timm model: compression time, parameter memory and CPU
 inference latency against the original at ratios 1.5, 2 and 3, with the reference's rank
-rule and with ranks rounded down to a multiple (``rank_multiple``, opt-in).
+rule (with and without the inference-time padding of the first factor, ``inference_pad``,
+default 16) and with ranks rounded down to a multiple (``rank_multiple``, opt-in).
 
 Recipe (one process, CPU, random weights from the config: the SVD's cost and the GEMM
 shapes do not depend on the weights' values):
 
     uv run python packages/pela/benchmarks/bench_compress.py [--batch 8] [--rounds 5] \
-        [--threads 2] [--rank-multiples 1 16] [--clock wall|cpu] [--breakdown]
+        [--threads 2] [--rank-multiples 1 16] [--inference-pads 1 16] [--clock wall|cpu] \
+        [--breakdown]
+
+Each (rank multiple, inference pad) pair is a row, except pads that change no rank (every
+rank already a multiple); the padded and unpadded rows share one compression (a copy of the
+compressed model with the other ``inference_pad``).
 
 Goals (issue #24): compressing ViT-B within 30 s; latency at ratio rho at most
 1/rho + 15% of the original's. Latency is the median over ``--rounds`` rounds; in each
@@ -15,9 +21,9 @@ other jobs hits all alike; the table also gives the median of the per-round rati
 ``--clock cpu`` times process CPU time instead of wall time (with ``--threads 1`` on a
 loaded machine this leaves out the time the process waited for a core).
 ``--breakdown`` also times each block Linear's GEMMs alone (original ``addmm`` vs the
-low-rank ``mm`` + ``addmm`` on the same token count), paired, and prints what fraction of
-the original's latency the Linears take: the rest (attention, norms, GELU, adds, patch
-embedding) does not shrink. Prints Markdown tables.
+low-rank layer's forward on the same token count, padded or not as in its row), paired,
+and prints what fraction of the original's latency the Linears take: the rest (attention,
+norms, GELU, adds, patch embedding) does not shrink. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -72,9 +78,8 @@ def _breakdown(
         low = block.get_submodule(name)
         assert isinstance(low, LowRankLinear), name
         x = torch.randn(tokens, lin.in_features)
-        a, b, bias = low[0].weight, low[1].weight, low[1].bias
         fns[f"{name} original"] = lambda x=x, lin=lin: F.linear(x, lin.weight, lin.bias)
-        fns[f"{name} low-rank"] = lambda x=x, a=a, b=b, bias=bias: F.linear(F.linear(x, a), b, bias)
+        fns[f"{name} low-rank"] = lambda x=x, low=low: low(x)
         m, n = lin.out_features, lin.in_features
         flops[name] = (m * n, low.rank * (m + n))
     with torch.inference_mode():
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ratios", type=float, nargs="+", default=[1.5, 2.0, 3.0])
     parser.add_argument("--rank-multiples", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--inference-pads", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args()
@@ -115,7 +121,7 @@ def main() -> None:
 
     import timm
 
-    from trainforge_pela import apply_pela
+    from trainforge_pela import apply_pela, set_inference_pad
 
     torch.manual_seed(0)
     original = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
@@ -123,12 +129,18 @@ def main() -> None:
     compress_s, reports = {}, {}
     for ratio in args.ratios:
         for k in args.rank_multiples:
-            key = f"ratio {ratio:g}" + (f", rank_multiple {k}" if k > 1 else "")
+            base_key = f"ratio {ratio:g}" + (f", rank_multiple {k}" if k > 1 else "")
             student = copy.deepcopy(original)
             start = time.perf_counter()
-            reports[key] = apply_pela(student, ratio, rank_multiple=k)
-            compress_s[key] = time.perf_counter() - start
-            models[key] = student.eval()
+            report = apply_pela(student, ratio, rank_multiple=k)
+            seconds = time.perf_counter() - start
+            for pad in args.inference_pads:
+                if pad > 1 and all(c.rank % pad == 0 for c in report.layers):
+                    continue  # padding changes nothing here
+                key = base_key + (f", inference_pad {pad}" if pad > 1 else "")
+                variant = copy.deepcopy(student)
+                set_inference_pad(variant, pad)
+                reports[key], compress_s[key], models[key] = report, seconds, variant.eval()
 
     x = torch.randn(args.batch, 3, 224, 224)
     with torch.inference_mode():
@@ -137,6 +149,13 @@ def main() -> None:
     def params(m: torch.nn.Module) -> int:
         return sum(p.numel() for p in m.parameters())
 
+    from trainforge_pela import low_rank_layers
+
+    def pad_cache_mb(m: torch.nn.Module) -> float:
+        """Memory of the zero-padded first-factor copies the padded path holds."""
+        caches = [layer._pad_cache for layer in low_rank_layers(m).values()]
+        return sum(c[1].numel() * c[1].element_size() for c in caches if c) / 2**20
+
     base_t = statistics.median(times["original"])
     base_p = params(original)
     print(
@@ -144,12 +163,13 @@ def main() -> None:
         f"{args.clock} clock, median of {args.rounds} rounds; torch {torch.__version__}"
     )
     print(
-        "| model | ranks (qkv, proj, fc1, fc2) | params (M) | param memory (MB) | compress (s) "
-        "| latency (ms) | latency / original (paired) | goal 1/ratio + 15% |"
+        "| model | ranks (qkv, proj, fc1, fc2) | params (M) | param memory (MB) "
+        "| + padded copies (MB) | compress (s) | latency (ms) | latency / original (paired) "
+        "| goal 1/ratio + 15% |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| original | full | {base_p / 1e6:.1f} | {base_p * 4 / 2**20:.0f} | - | "
+        f"| original | full | {base_p / 1e6:.1f} | {base_p * 4 / 2**20:.0f} | - | - | "
         f"{1e3 * base_t:.0f} | 1.00 | - |"
     )
     for key, rep in reports.items():
@@ -158,7 +178,8 @@ def main() -> None:
         p = params(m)
         ranks = ", ".join(str(c.rank) for c in rep.layers[:4])
         print(
-            f"| {key} | {ranks} | {p / 1e6:.1f} | {p * 4 / 2**20:.0f} | {compress_s[key]:.1f} | "
+            f"| {key} | {ranks} | {p / 1e6:.1f} | {p * 4 / 2**20:.0f} | {pad_cache_mb(m):.0f} | "
+            f"{compress_s[key]:.1f} | "
             f"{1e3 * t:.0f} | {t / base_t:.3f} ({_paired(times, key, 'original'):.3f}) | "
             f"{1 / rep.ratio + 0.15:.3f} |"
         )

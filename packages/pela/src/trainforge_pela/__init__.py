@@ -21,6 +21,7 @@ from trainforge_pela.distill import (
     weight_perturbation,
 )
 from trainforge_pela.lowrank import (
+    DEFAULT_INFERENCE_PAD,
     DEFAULT_MIN_OUT_FEATURES,
     DEFAULT_SKIP,
     CompressedLayer,
@@ -32,6 +33,7 @@ from trainforge_pela.lowrank import (
     low_rank_layers,
     merge_low_rank,
     rank_for_ratio,
+    set_inference_pad,
 )
 from trainforge_pela.train import PretrainResult, pela_pretrain
 
@@ -42,6 +44,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "AUTO_BLOCK_PATTERNS",
+    "DEFAULT_INFERENCE_PAD",
     "DEFAULT_MIN_OUT_FEATURES",
     "DEFAULT_SKIP",
     "PRESETS",
@@ -61,6 +64,7 @@ __all__ = [
     "merge_low_rank",
     "pela_pretrain",
     "rank_for_ratio",
+    "set_inference_pad",
     "weight_pairs",
     "weight_perturbation",
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from trainforge_core.errors import NoEffectWarning
@@ -36,6 +37,52 @@ such as image-text match head")."""
 Init = Literal["svd", "none"]
 _INITS = ("svd", "none")
 
+DEFAULT_INFERENCE_PAD = 16
+"""Default :attr:`LowRankLinear.inference_pad`: at CPU inference the first factor runs with
+its weight zero-padded to a multiple of 16 rows (the 16-float AVX-512 vector), so the
+intermediate has a SIMD-friendly width; the rank, parameters and state dict are unchanged."""
+
+
+_MAX_PAD_SHARE = 8
+"""Padding runs only when it adds at most ``rank / 8`` rows (204 -> 208, 307 -> 320 and 409 ->
+416 do; 17 -> 32 or 10 -> 16 do not: at such small ranks the extra rows cost 2-7% per layer
+and the width saves nothing, one thread)."""
+
+
+def _check_inference_pad(pad: object) -> int:
+    if isinstance(pad, bool) or not isinstance(pad, int):
+        raise TypeError(f"inference_pad must be an int >= 1, got {pad!r}")
+    if pad < 1:
+        raise ValueError(f"inference_pad must be >= 1 (1 = no padding), got {pad}")
+    return pad
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run hooks (its own or global ones)."""
+    from torch.nn.modules import module as module_mod
+
+    return bool(
+        getattr(module_mod, "_global_forward_hooks", None)
+        or getattr(module_mod, "_global_forward_pre_hooks", None)
+        or module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+def _tracing() -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    if torch.compiler.is_compiling():
+        return True
+    from torch.fx import _symbolic_trace
+
+    check = getattr(_symbolic_trace, "is_fx_symbolic_tracing", None)
+    if check is None:  # pragma: no cover - older torch
+        check = getattr(_symbolic_trace, "is_fx_tracing", lambda: False)
+    return bool(check())
+
 
 class LowRankLinear(nn.Sequential):
     """``Sequential(Linear(n→r, bias=False), Linear(r→m))``: a Linear of rank ``r``.
@@ -44,6 +91,24 @@ class LowRankLinear(nn.Sequential):
     (``<name>.0.weight``, ``<name>.1.weight``, ``<name>.1.bias``). ``weight`` and ``bias``
     read like an ``nn.Linear``'s (``weight`` is the product ``BA``, differentiable), so code
     that calls ``F.linear(x, layer.weight, ...)`` keeps working.
+
+    ``inference_pad`` (not in the reference; default 16, ``1`` turns it off): in eval mode on
+    the CPU, when no gradient flows to the first factor (``torch.no_grad()``,
+    ``torch.inference_mode()`` or a frozen factor), a rank that is not a multiple of
+    ``inference_pad`` runs the first factor with a zero-padded copy of its weight (``ceil(r /
+    pad) * pad`` rows, only where that adds at most ``r / 8`` rows) and feeds the second factor
+    the strided view of the first ``r`` columns (no copy). The result is the same function (the
+    extra rows are zeros, their outputs are never read); only the GEMM width changes: ViT-B's
+    rank 204 (ratio 3) is a slow width for ``x @ Aᵀ`` on AVX-512, 208 is not. The padded copy is
+    a cache (a plain attribute, never in the state dict or the parameters), rebuilt when the
+    weight changes (its version counter, data pointer, dtype or device), and dropped by
+    ``.train()``/``.eval()``, ``.to()``/``.half()``/..., ``load_state_dict`` and pickling. It
+    costs ``(padded rank) x in_features`` elements of memory per layer while held. Writes that
+    bypass autograd's version counter (``layer[0].weight.data.copy_(...)``) are not seen until
+    one of those events or :meth:`clear_inference_cache`. The plain ``Sequential`` path runs
+    instead in training mode, with gradients to the first factor, off the CPU, under
+    ``torch.compile`` / ``jit`` / ``fx`` tracing, when a factor has hooks or is not a plain
+    ``nn.Linear``, or for an inference tensor weight.
     """
 
     def __init__(
@@ -54,6 +119,8 @@ class LowRankLinear(nn.Sequential):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        inference_pad: int = DEFAULT_INFERENCE_PAD,
     ) -> None:
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, int) or value < 1:
@@ -67,6 +134,76 @@ class LowRankLinear(nn.Sequential):
         self.in_features = in_features
         self.out_features = out_features
         self.rank = rank
+        self.inference_pad = _check_inference_pad(inference_pad)
+        self._pad_cache: tuple[tuple[object, ...], torch.Tensor] | None = None
+
+    def clear_inference_cache(self) -> None:
+        """Drop the zero-padded copy of the first factor's weight (see the class doc)."""
+        self._pad_cache = None
+
+    def _padded_first_weight(self) -> torch.Tensor | None:
+        """The first factor's weight zero-padded to a multiple of ``inference_pad`` rows,
+        cached; ``None`` when the plain path must run."""
+        pad, rank = self.inference_pad, self.rank
+        first, second = self[0], self[1]
+        if pad <= 1 or rank % pad == 0 or self.training or _tracing():
+            return None
+        padded_rank = -(-rank // pad) * pad
+        if (padded_rank - rank) * _MAX_PAD_SHARE > rank:
+            return None  # small rank: the extra rows would cost more than the width saves
+        if type(first) is not nn.Linear or type(second) is not nn.Linear:
+            return None
+        a = first.weight
+        if a.device.type != "cpu" or a.shape[0] != rank or first.bias is not None:
+            return None
+        if torch.is_grad_enabled() and a.requires_grad:
+            return None
+        if _hooked(first) or _hooked(second):
+            return None
+        if a.is_inference():  # no version counter to key the cache on
+            return None
+        key = (a._version, a.data_ptr(), a.dtype, a.device, a.stride(), padded_rank)
+        cached = self._pad_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            padded = a.new_zeros((padded_rank, a.shape[1]))
+            padded[:rank].copy_(a)
+        self._pad_cache = (key, padded)
+        return padded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        padded = self._padded_first_weight()
+        if padded is None or x.dim() == 0 or x.shape[-1] != self.in_features:
+            return super().forward(x)
+        second = self[1]
+        h = F.linear(x.reshape(-1, self.in_features), padded)
+        out = F.linear(h[:, : self.rank], second.weight, second.bias)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def train(self, mode: bool = True) -> LowRankLinear:
+        self._pad_cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def,override]
+        self._pad_cache = None
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._pad_cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        state = dict(state)
+        state["_pad_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        super().__setstate__(state)
+        # modules pickled by trainforge-pela < 0.3 have neither attribute
+        self.__dict__.setdefault("inference_pad", DEFAULT_INFERENCE_PAD)
+        self.__dict__.setdefault("_pad_cache", None)
 
     @property
     def weight(self) -> torch.Tensor:  # type: ignore[override]
@@ -94,7 +231,11 @@ class LowRankLinear(nn.Sequential):
         return out
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+        pad = f", inference_pad={self.inference_pad}" if self.inference_pad != 1 else ""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"rank={self.rank}{pad}"
+        )
 
 
 def rank_for_ratio(m: int, n: int, ratio: float, *, multiple: int = 1) -> int:
@@ -242,6 +383,7 @@ def apply_pela(
     init: Init = "svd",
     svd_dtype: torch.dtype | None = None,
     rank_multiple: int = 1,
+    inference_pad: int = DEFAULT_INFERENCE_PAD,
 ) -> CompressionReport:
     """Compress ``model`` in place and return a :class:`CompressionReport`.
 
@@ -255,6 +397,9 @@ def apply_pela(
     the thin GEMMs run at SIMD-friendly widths (on an AVX-512 CPU, rank 204 of ViT-B's MLP at
     ratio 3 runs well below the rate of 200 or 192; see the README's benchmark). Rebuilding
     a compressed model to load its state dict needs the same ``rank_multiple``.
+    ``inference_pad`` (default 16; 1 = off) is each :class:`LowRankLinear`'s inference-time
+    padding of the first factor (same function, same parameters and state dict; see
+    :class:`LowRankLinear` and :func:`set_inference_pad`).
     Warns :class:`NoEffectWarning` when no layer was replaced.
     """
     if not isinstance(model, nn.Module):
@@ -267,6 +412,7 @@ def apply_pela(
     if min_out_features < 1:
         raise ValueError(f"min_out_features must be >= 1, got {min_out_features}")
     _check_multiple(rank_multiple)
+    _check_inference_pad(inference_pad)
     names = [n for n, _ in model.named_modules()]
     if skip is None:
         patterns = DEFAULT_SKIP
@@ -316,6 +462,7 @@ def apply_pela(
             bias=module.bias is not None,
             device=weight.device,
             dtype=weight.dtype,
+            inference_pad=inference_pad,
         )
         error = rel = float("nan")
         if init == "svd":
@@ -365,6 +512,7 @@ def compress_linear_layers(
     init: Init = "svd",
     svd_dtype: torch.dtype | None = None,
     rank_multiple: int = 1,
+    inference_pad: int = DEFAULT_INFERENCE_PAD,
 ) -> nn.Module:
     """:func:`apply_pela`, returning the (same, modified) model; the report is logged.
 
@@ -378,6 +526,7 @@ def compress_linear_layers(
         init=init,
         svd_dtype=svd_dtype,
         rank_multiple=rank_multiple,
+        inference_pad=inference_pad,
     )
     return model
 
@@ -387,6 +536,25 @@ def low_rank_layers(model: nn.Module) -> dict[str, LowRankLinear]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+
+
+def set_inference_pad(model: nn.Module, inference_pad: int) -> int:
+    """Set :attr:`LowRankLinear.inference_pad` on every low-rank layer of ``model`` (``1``
+    turns the inference-time padding off, e.g. to save the padded copies' memory) and drop
+    their caches. Returns the number of layers changed; warns :class:`NoEffectWarning` when
+    the model has none."""
+    pad = _check_inference_pad(inference_pad)
+    layers = low_rank_layers(model)
+    for layer in layers.values():
+        layer.inference_pad = pad
+        layer.clear_inference_cache()
+    if not layers:
+        warnings.warn(
+            "set_inference_pad: the model has no LowRankLinear; unchanged",
+            NoEffectWarning,
+            stacklevel=2,
+        )
+    return len(layers)
 
 
 def merge_low_rank(model: nn.Module) -> list[str]:

@@ -1,24 +1,38 @@
 """Learned (TinyFusion) against importance pruning on the demo task, over seeds.
 
-Recipe (from the repository root; about 45 min for 4 seeds on a loaded 2-core machine, most of
-it the 1000-step searches):
+Per seed: a TinyDiT (sklearn digits, depth 8, hidden 32) is pre-trained for ``--pretrain``
+steps (AdamW 1e-3, batch 32; checkpoints and the held-out curve cached under
+``$TINYFUSION_CACHE``, default /tmp/tinyfusion-originals, so reruns reuse them), then pruned to
+depth 4 by:
 
-    OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
-        --seeds 0,1,2,3 --search 100,1000
+* learned 1:2, 2:4 and 4:8 (LoRA, the reference defaults, straight-through gradient) at every
+  search length of ``--search`` (n steps x batch 32);
+* learned 1:2 and 4:8 with ``estimator="rloo"`` at the same forward/backward work: n steps x
+  batch 16 x 2 masks (the first half of the same search batches);
+* learned 1:2 with frozen weights (no Delta W, shortest length only; ``--no-frozen`` skips it);
+* loss importance (drop the 4 layers whose single removal raises the calibration loss least:
+  any 4 of 8, the freedom of 4:8) and the BK-SDM oracle pattern.
 
-Per seed: a TinyDiT (sklearn digits, depth 8, hidden 32) is pre-trained, then pruned to depth 4
-by learned 1:2 and 2:4 (LoRA, the reference defaults) at every search length of ``--search``,
-learned 1:2 with frozen weights (no Delta W, shortest length only), loss importance (drop the 4
-layers whose single removal raises the calibration loss least) and the BK-SDM oracle pattern.
 Each choice gets the same recovery batches (AdamW 1e-3) and the held-out epsilon-MSE is printed
 at 0, 10, 25, 50, 100 and 200 recovery steps, with the kept layers of every method.
 ``--recover-repeats R`` recovers every choice R times (other batches and seeds) to give the
 spread of the final loss; ``--only`` restricts the arms. One JSON line per seed.
 
-Spread check (about 15 min on a loaded machine):
+Well-trained originals (the README table; about 45 min for 4 seeds on a loaded 2-core machine,
+30 of them the 8000-step pre-training, which the cache then saves):
 
     OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
-        --seeds 0,1,2,3 --search 100 --recover-repeats 3 --only "learned 1:2,importance"
+        --seeds 0,1,2,3 --pretrain 8000 --curve-every 500 --search 1000 --no-frozen \
+        --recover-repeats 2 --only "learned 1:2,learned 1:2 rloo,importance,BK-SDM"
+
+The 4:8 arms (the same cached originals and recovery batches; about 15 min):
+
+    OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
+        --seeds 0,1,2,3 --pretrain 8000 --search 1000 --no-frozen --recover-repeats 2 \
+        --only "learned 4:8,learned 4:8 rloo"
+
+The earlier 400-step runs: ``--pretrain 400 --search 100,1000`` (and ``--recover-repeats 3
+--only "learned 1:2,importance"`` for the spread check).
 """
 
 from __future__ import annotations
@@ -198,6 +212,11 @@ def main() -> None:
                 ("learned 1:2 rloo", 1, 2, rloo, half, per_sample_loss),
                 ("learned 2:4", 2, 4, None, search, loss_fn),
             ]
+            if args.depth == 8:  # one group of 8: the same freedom as importance (any 4 of 8)
+                arms += [
+                    ("learned 4:8", 4, 8, None, search, loss_fn),
+                    ("learned 4:8 rloo", 4, 8, rloo, half, per_sample_loss),
+                ]
             if n == lengths[0] and not args.no_frozen:
                 frozen = TinyFusionConfig(delta_w="frozen")
                 arms.append(("learned 1:2 frozen", 1, 2, frozen, search, loss_fn))

@@ -31,6 +31,11 @@ The 4:8 arms (the same cached originals and recovery batches; about 15 min):
         --seeds 0,1,2,3 --pretrain 8000 --search 1000 --no-frozen --recover-repeats 2 \
         --only "learned 4:8,learned 4:8 rloo"
 
+Where the choices rank among all 16 1:2 keep-patterns (``--enumerate``, about 4 min per seed):
+
+    OMP_NUM_THREADS=1 uv run python packages/tinyfusion/benchmarks/compare_pruning.py \
+        --seeds 0,1,2,3 --pretrain 8000 --search 1000 --recover-repeats 1 --only none --enumerate
+
 The earlier 400-step runs: ``--pretrain 400 --search 100,1000`` (and ``--recover-repeats 3
 --only "learned 1:2,importance"`` for the spread check).
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import time
@@ -138,6 +144,12 @@ def main() -> None:
         default="",
         help="comma-separated arm names to run (e.g. 'learned 1:2,importance'); default all",
     )
+    p.add_argument(
+        "--enumerate",
+        action="store_true",
+        help="also recover every 1:2 keep-pattern (2^(depth/2) arms 'all 1:2 [...]'): where the "
+        "learned 1:2 choices rank among all 1:2 choices",
+    )
     p.add_argument("--batch", type=int, default=32)
     p.add_argument(
         "--curve-every", type=int, default=250, help="held-out eval / checkpoint interval"
@@ -234,6 +246,10 @@ def main() -> None:
             kept["importance"] = imp.kept
         if not only or "BK-SDM" in only:
             kept["BK-SDM"] = bksdm_indices(args.depth, args.depth // 2)
+        if args.enumerate:
+            for pick in itertools.product((0, 1), repeat=args.depth // 2):
+                layers = [2 * g + k for g, k in enumerate(pick)]
+                kept[f"all 1:2 {layers}"] = layers
         done: dict[tuple[int, ...], dict[int, float]] = {}
         finals: dict[tuple[int, ...], list[float]] = {}
         for r in range(args.recover_repeats):

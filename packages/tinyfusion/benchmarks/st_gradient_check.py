@@ -16,6 +16,12 @@ pair), and for every pair g two numbers are averaged over samples:
 * ``exact``: L(keep first) - L(keep second) with the other pairs' draws, t and noise held fixed:
   the difference the search is meant to estimate; negative favours the first layer.
 
+* ``rloo``: the opt-in ``estimator="rloo"`` gradient on the same batches (``--rloo-draws`` calls
+  per batch, each two fresh masks per sample with shared t and noise), as
+  ``(g_first - g_second) / (scaling / 2)``: at uniform 1:2 gates this estimates ``exact``
+  without bias (d/dphi of E[L] is ``scaling * p (1 - p) = scaling / 4`` times the option loss
+  difference per logit); ``rloo_se`` is its standard error over the calls.
+
 Pairs where the signs differ are pairs the gradient search is pushed to decide wrongly.
 One JSON line per seed, with the single-layer removal scores of the importance baseline.
 """
@@ -26,23 +32,26 @@ import argparse
 import json
 
 import torch
+from compare_pruning import pretrained  # this folder: the cached pre-trained originals
 
-from trainforge_tinyfusion import GatedDepth, GaussianDiffusion, TinyDiT, importance_pruning
-from trainforge_tinyfusion.demo import _batches, _digits, _train
+from trainforge_tinyfusion import GatedDepth, GaussianDiffusion, importance_pruning
+from trainforge_tinyfusion.demo import _batches, _digits
+from trainforge_tinyfusion.search import _rloo_objective
 
 
 def check_seed(
     seed: int,
     args: argparse.Namespace,
-    xtr: torch.Tensor,
-    ytr: torch.Tensor,
+    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     diff: GaussianDiffusion,
 ) -> dict:
     """The ``st`` and ``exact`` pair preferences of one seed's pre-trained DiT."""
     pairs = args.depth // 2
-    torch.manual_seed(seed)  # the same model as compare_pruning.py for this seed
-    model = TinyDiT(8, 2, 1, args.hidden, args.depth, 4)
-    _train(model, diff, _batches(xtr, ytr, args.pretrain, args.batch, seed), 1e-3, seed)
+    xtr, ytr, xte, yte = data
+    # the same model as compare_pruning.py for this seed (from its /tmp cache when there)
+    model, _ = pretrained(
+        seed, args.depth, args.hidden, args.pretrain, args.batch, 250, xtr, ytr, xte, yte, diff
+    )
     imp = importance_pruning(
         model,
         _batches(xtr, ytr, 8, args.batch, seed + 2),
@@ -83,11 +92,28 @@ def check_seed(
                 exact[k] += (losses(first, x, y, i) - losses(second, x, y, i)).sum()
         n += len(x)
     st, exact = st / n, exact / n
+    # the rloo estimator on the same batches: fresh hard masks, no straight-through path
+    gates.set_mode("categorical")
+    gates.generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    draws = []
+    for x, y in batches:
+        for _ in range(args.rloo_draws):
+            objective, _ = _rloo_objective(
+                model, gates, (x, y), lambda m, b: diff.loss(m, b[0], b[1], per_sample=True)
+            )
+            grads = torch.autograd.grad(objective, list(gates.gumbel_gates))
+            draws.append(torch.stack([(g[0] - g[1]) / (gates.scaling / 2) for g in grads]))
+    rl = torch.stack(draws)
+    rloo, rloo_se = rl.mean(0), rl.std(0) / len(rl) ** 0.5
     row = {
         "seed": seed,
         "st": [round(v, 4) for v in st.tolist()],
         "exact": [round(v, 4) for v in exact.tolist()],
+        "rloo": [round(v, 4) for v in rloo.tolist()],
+        "rloo_se": [round(v, 4) for v in rloo_se.tolist()],
         "disagree_pairs": [k for k in range(pairs) if (st[k] > 0) != (exact[k] > 0)],
+        "rloo_disagree_pairs": [k for k in range(pairs) if (rloo[k] > 0) != (exact[k] > 0)],
         "importance_scores": [round(s, 4) for s in imp.scores or []],
     }
     return row
@@ -99,14 +125,15 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--pretrain", type=int, default=400)
     p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--rloo-draws", type=int, default=4, help="rloo calls per batch")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seeds", default="0,1,2,3")
     args = p.parse_args()
     torch.set_num_threads(1)
-    xtr, ytr, _, _ = _digits()
+    data = _digits()
     diff = GaussianDiffusion()
     for seed in (int(s) for s in args.seeds.split(",")):
-        print(json.dumps(check_seed(seed, args, xtr, ytr, diff)), flush=True)
+        print(json.dumps(check_seed(seed, args, data, diff)), flush=True)
 
 
 if __name__ == "__main__":

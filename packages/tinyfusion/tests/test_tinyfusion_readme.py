@@ -26,3 +26,8 @@ def test_readme_integration_snippet_runs():
     exec(compile(_snippet("## Integration"), str(README), "exec"), ns)
     assert ns["pruned"].config.num_hidden_layers == 2
     assert len(ns["pruned"].model.layers) == 2
+
+
+def test_readme_rloo_snippet_runs(capsys):
+    exec(compile(_snippet("## Hyper-parameters"), str(README), "exec"), {})
+    assert capsys.readouterr().out.strip() == "learned (lora, rloo)"

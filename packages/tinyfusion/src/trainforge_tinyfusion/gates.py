@@ -94,10 +94,13 @@ class GatedDepth(nn.Module):
     """Learnable N:M depth gates attached to a model's block stack by hooks.
 
     ``gumbel_gates[g]`` holds the logits of group g (shape ``(C_g,)``). Modes:
-    ``"sample"`` (training: a fresh per-sample Gumbel mask each forward), ``"decision"``
-    (the argmax option of each group for every sample) and ``"off"`` (every block runs, the
-    hooks do nothing). ``tau`` and ``scaling`` are plain attributes, annealed by the caller
-    (:class:`LinearAnneal`).
+    ``"sample"`` (training: a fresh per-sample straight-through Gumbel mask each forward),
+    ``"categorical"`` (a fresh per-sample hard mask drawn from ``softmax(scaling * logits)``,
+    the same distribution, with no gradient path to the logits; the draws of the last forward
+    are in :attr:`last_choices`, see :meth:`log_prob`; used by the score-function estimator),
+    ``"decision"`` (the argmax option of each group for every sample) and ``"off"`` (every
+    block runs, the hooks do nothing). ``tau`` and ``scaling`` are plain attributes, annealed
+    by the caller (:class:`LinearAnneal`).
 
     The gate module is *not* registered inside the model, so the model's ``state_dict`` keeps
     its keys; save the gates with ``gated.state_dict()``. :meth:`remove` detaches the hooks.
@@ -130,6 +133,8 @@ class GatedDepth(nn.Module):
             [nn.Parameter(torch.full((o.shape[0],), float(init))) for o in options]
         )
         self.mode = "sample"
+        self.generator: torch.Generator | None = None  # for the "categorical" draws
+        self.last_choices: torch.Tensor | None = None  # (rows, groups) of the last draw
         self._mask: torch.Tensor | None = None  # (batch, depth) of the current forward
         self._inputs: dict[int, torch.Tensor] = {}
         self._handles: list[RemovableHandle] = []
@@ -157,6 +162,40 @@ class GatedDepth(nn.Module):
             parts.append(y @ opt.to(y.dtype))
         mask = torch.cat(parts, dim=1)
         return mask.expand(batch, -1) if rows != batch else mask
+
+    def sample_choices(self, batch: int) -> torch.Tensor:
+        """``(rows, groups)`` option indices drawn from ``softmax(scaling * logits)`` of every
+        group (``rows = batch`` when ``per_sample``, else 1), using :attr:`generator` if set.
+
+        This is the distribution of the forward masks of ``"sample"`` mode: the argmax of
+        ``(scaling * logits + gumbel) / tau`` does not depend on ``tau``, only the
+        straight-through gradient does."""
+        rows = batch if self.per_sample else 1
+        cols = []
+        for logits in self.gumbel_gates:
+            probs = torch.softmax(logits.detach().float() * self.scaling, 0)
+            cols.append(torch.multinomial(probs, rows, replacement=True, generator=self.generator))
+        return torch.stack(cols, dim=1)
+
+    def choices_mask(self, choices: torch.Tensor) -> torch.Tensor:
+        """The ``(rows, depth)`` 0/1 layer mask of ``(rows, groups)`` option indices."""
+        if choices.dim() != 2 or choices.shape[1] != len(self.groups):
+            raise ValueError(
+                f"choices must have shape (rows, {len(self.groups)}), got {tuple(choices.shape)}"
+            )
+        return torch.cat([opt[choices[:, g]] for g, opt in enumerate(self.options)], dim=1)
+
+    def log_prob(self, choices: torch.Tensor) -> torch.Tensor:
+        """``(rows,)`` log-probability of ``(rows, groups)`` option indices under
+        ``softmax(scaling * logits)`` (summed over groups), differentiable in the logits."""
+        if choices.dim() != 2 or choices.shape[1] != len(self.groups):
+            raise ValueError(
+                f"choices must have shape (rows, {len(self.groups)}), got {tuple(choices.shape)}"
+            )
+        out = torch.zeros(choices.shape[0], device=choices.device)
+        for g, logits in enumerate(self.gumbel_gates):
+            out = out + torch.log_softmax(logits * self.scaling, 0)[choices[:, g]]
+        return out
 
     def decision_mask(self) -> torch.Tensor:
         """The ``(depth,)`` 0/1 mask of the argmax option of every group."""
@@ -204,6 +243,10 @@ class GatedDepth(nn.Module):
                 batch = x.shape[0]
                 if self.mode == "sample":
                     self._mask = self.sample_mask(batch)
+                elif self.mode == "categorical":
+                    self.last_choices = self.sample_choices(batch)
+                    mask = self.choices_mask(self.last_choices).to(x.dtype)
+                    self._mask = mask.expand(batch, -1) if mask.shape[0] != batch else mask
                 else:
                     self._mask = self.decision_mask().to(x.dtype).unsqueeze(0).expand(batch, -1)
             self._inputs[j] = x
@@ -227,8 +270,10 @@ class GatedDepth(nn.Module):
         return hook
 
     def set_mode(self, mode: str) -> None:
-        if mode not in ("sample", "decision", "off"):
-            raise ValueError(f"mode must be 'sample', 'decision' or 'off', got {mode!r}")
+        if mode not in ("sample", "categorical", "decision", "off"):
+            raise ValueError(
+                f"mode must be 'sample', 'categorical', 'decision' or 'off', got {mode!r}"
+            )
         self.mode = mode
         self._mask = None
 

@@ -11,6 +11,10 @@ The loop follows ``VainF/TinyFusion:prune_by_learning.py``:
 * an EMA (decay 0.999) of the gate logits supplies the decision: in every group, the argmax
   option of the EMA logits;
 * the pruned model is built from the *original* weights (Delta W is thrown away).
+
+``TinyFusionConfig(estimator="rloo")`` is an opt-in departure from the reference: the gate
+logits get an unbiased score-function gradient of the same objective instead of the
+straight-through Gumbel gradient (see :func:`_rloo_objective`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from trainforge_tinyfusion.lora import attach_lora, detach_lora, lora_parameters
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
+ESTIMATORS = ("straight_through", "rloo")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,10 @@ class TinyFusionConfig:
     lora_alpha: float = 16.0  # alpha = 2 * rank
     gate_init: float = 0.02  # torch.nn.init.constant_(g, 0.02)
     per_sample: bool = True  # gate.repeat(N, 1): one Gumbel draw per sample
+    # "straight_through": gumbel_softmax(hard=True) (the reference); "rloo": two masks per
+    # sample with shared data, t and noise, two-sample leave-one-out score-function gradient
+    # for the logits (not in the reference; doubles the forward/backward work of a step)
+    estimator: str = "straight_through"
 
     def __post_init__(self) -> None:
         for name in ("tau_range", "scaling_range"):
@@ -78,6 +87,8 @@ class TinyFusionConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.delta_w not in ("lora", "full", "frozen"):
             raise ValueError(f"delta_w must be 'lora', 'full' or 'frozen', got {self.delta_w!r}")
         if (
@@ -144,6 +155,68 @@ def _scalar_loss(loss: Any) -> torch.Tensor:
     return loss.reshape(())
 
 
+def _rng_state(devices: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]], devices: list[int]) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(devices, state[1], strict=True):
+        torch.cuda.set_rng_state(s, d)
+
+
+def _per_sample(loss: Any, rows: int, per_sample: bool) -> torch.Tensor:
+    """The rloo estimator's losses: ``(rows,)`` per sample, or ``(1,)`` with one mask per batch."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn must return a tensor, got {type(loss).__name__}")
+    if not per_sample:
+        return loss.mean().reshape(1)
+    if loss.dim() != 1 or loss.shape[0] != rows:
+        raise ValueError(
+            "estimator='rloo' needs loss_fn(model, batch) to return the per-sample losses, "
+            f"a 1-D tensor of the batch size ({rows}) that the blocks see, got shape "
+            f"{tuple(loss.shape)}; or use per_sample=False (one mask per batch)"
+        )
+    return loss
+
+
+def _rloo_objective(
+    work: nn.Module, gates: GatedDepth, batch: Any, loss_fn: LossFn
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the two-sample leave-one-out (RLOO) score-function estimator.
+
+    Every sample is run twice with the same data and the same random state (so the same t,
+    noise and label dropout of a diffusion loss), under two independent hard masks m1, m2 drawn
+    from the search distribution ``softmax(scaling * logits)`` (``gates`` in ``"categorical"``
+    mode). Returns ``(objective, loss)``: ``loss`` is the mean of both runs' losses, whose
+    ordinary gradient trains Delta W; ``objective`` adds the surrogate
+    ``mean_i 0.5 (L1_i - L2_i) (log p(m1_i) - log p(m2_i))``, whose gradient in the logits is the
+    unbiased RLOO estimate of the gradient of ``E_m[L(m)]``. It costs two forward/backward
+    passes of the batch (the compute of a straight-through step at twice the batch).
+    """
+    devices = (
+        list(range(torch.cuda.device_count()))
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else []
+    )
+    state = _rng_state(devices)
+    raw1 = loss_fn(work, batch)
+    c1 = gates.last_choices
+    batch_rows = gates._mask.shape[0] if gates._mask is not None else None
+    _set_rng_state(state, devices)
+    gates.last_choices = None
+    raw2 = loss_fn(work, batch)
+    c2 = gates.last_choices
+    if c1 is None or c2 is None or batch_rows is None:
+        raise RuntimeError("loss_fn did not run the gated blocks of the model it was given")
+    l1 = _per_sample(raw1, batch_rows, gates.per_sample)
+    l2 = _per_sample(raw2, batch_rows, gates.per_sample)
+    loss = 0.5 * (l1.mean() + l2.mean())
+    adv = 0.5 * (l1 - l2).detach()
+    surrogate = (adv * (gates.log_prob(c1) - gates.log_prob(c2))).mean()
+    return loss + surrogate, loss
+
+
 def learn_depth_pruning(
     model: nn.Module,
     data: Iterable[Any],
@@ -166,6 +239,10 @@ def learn_depth_pruning(
     pass). ``model`` is left untouched: the search runs on a copy carrying the gates and Delta W,
     and the pruned model is cut from the original weights, so Delta W does not leak into it
     unless ``merge_lora=True`` (then LoRA / full updates are kept).
+
+    With ``config.estimator="rloo"``, ``loss_fn`` must return the per-sample losses (shape
+    ``(batch,)``; a scalar is accepted with ``per_sample=False``) and must draw its randomness
+    from torch's global generator: each step runs it twice from the same random state.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -200,6 +277,10 @@ def learn_depth_pruning(
     )
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     gates.to(device)
+    if cfg.estimator == "rloo":
+        gates.set_mode("categorical")
+        gates.generator = torch.Generator(device=device)
+        gates.generator.manual_seed(int(torch.randint(0, 2**62, (1,))))
     if cfg.delta_w == "lora":
         attach_lora(work, cfg.lora_rank, cfg.lora_alpha)
         weight_params = lora_parameters(work)
@@ -225,8 +306,11 @@ def learn_depth_pruning(
         tau_sched(gates, step)
         scale_sched(gates, step)
         opt.zero_grad(set_to_none=True)
-        loss = _scalar_loss(loss_fn(work, batch))
-        loss.backward()
+        if cfg.estimator == "rloo":
+            objective, loss = _rloo_objective(work, gates, batch, loss_fn)
+        else:
+            objective = loss = _scalar_loss(loss_fn(work, batch))
+        objective.backward()
         if torch.isnan(loss).any():
             skipped += 1  # the reference skips the update on a NaN loss
         else:
@@ -267,7 +351,7 @@ def learn_depth_pruning(
     return PruningResult(
         kept=kept,
         model=pruned,
-        method=f"learned ({cfg.delta_w})",
+        method=f"learned ({cfg.delta_w}" + (", rloo)" if cfg.estimator == "rloo" else ")"),
         depth=len(stack),
         confidence=confidence,
         history=history,
